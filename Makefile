@@ -1,0 +1,39 @@
+# Two commands: `make demo` runs the pipeline on the embedded default, `make test` runs the tests.
+# Both create .venv in the project root on first use.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+export DAGSTER_HOME ?= $(CURDIR)/dagster_home
+
+.PHONY: venv demo test lint format ui clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required (set PYTHON=...)") if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) scripts/run_demo.py
+
+test: $(STAMP) lint
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check asn_pipeline asn_pipeline_tests scripts
+	$(VENV)/bin/ruff format --check asn_pipeline asn_pipeline_tests scripts
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix asn_pipeline asn_pipeline_tests scripts
+	$(VENV)/bin/ruff format asn_pipeline asn_pipeline_tests scripts
+
+ui: $(STAMP)
+	$(PY) scripts/run_demo.py --ui
+
+clean:
+	rm -rf data dagster_home/storage dagster_home/history dagster_home/schedules dagster_home/logs

@@ -1,0 +1,108 @@
+import datetime as dt
+
+import dagster as dg
+import pandas as pd
+
+from asn_pipeline.defs.partitions import daily_partitions
+from asn_pipeline.defs.reporting import counts_table
+from asn_pipeline.lookup.enrich import look_up
+from asn_pipeline.resources import InventoryDatabase, MaxMindDatabases
+from asn_pipeline.store import inventory as store
+
+
+@dg.op(ins={"cowrie_sessions": dg.In(dg.Nothing)}, tags={"kind": "lookup"})
+def lookup_addresses(
+    context: dg.OpExecutionContext, inventory_db: InventoryDatabase, maxmind: MaxMindDatabases
+) -> pd.DataFrame:
+    """Classify the day's distinct source addresses and look up global ones in MaxMind."""
+    day = dt.date.fromisoformat(context.partition_key)
+    addresses = store.day_addresses(inventory_db.inventory, day)
+    reader = maxmind.open()
+    try:
+        lookups = look_up(addresses, reader)
+    finally:
+        reader.close()
+    context.log.info(f"Looked up {len(lookups)} addresses of {day}")
+    return lookups
+
+
+@dg.op(
+    out={
+        "ip_inventory": dg.Out(dg.Nothing),
+        "asn_inventory": dg.Out(dg.Nothing),
+    }
+)
+def upsert_inventory(
+    context: dg.OpExecutionContext,
+    lookups: pd.DataFrame,
+    inventory_db: InventoryDatabase,
+    maxmind: MaxMindDatabases,
+):
+    """Upsert the lookups into asn_inventory and ip_inventory in one transaction."""
+    written = store.upsert_lookups(
+        inventory_db.inventory, lookups, context.run_id, dt.datetime.now(dt.UTC)
+    )
+    sources = lookups["asn_source"].value_counts()
+    global_count = int((lookups["ip_class"] == "global").sum())
+    covered = int(sources.get("maxmind", 0) + sources.get("cymru", 0))
+    reader = maxmind.open()
+    build = reader.asn_build
+    reader.close()
+    yield dg.Output(
+        None,
+        "ip_inventory",
+        metadata={
+            "addresses": written.addresses,
+            "new_addresses": written.new_addresses,
+            "updated_addresses": written.addresses - written.new_addresses,
+            "asn_changes": written.asn_changes,
+            "lookups_by_source": dg.MetadataValue.md(
+                counts_table("asn_source", "addresses", sources.items())
+            ),
+            "ip_classes": dg.MetadataValue.md(
+                counts_table("ip_class", "addresses", lookups["ip_class"].value_counts().items())
+            ),
+            "ipv6_addresses": int((lookups["ip_version"] == 6).sum()),
+            "coverage": dg.MetadataValue.float(
+                round(covered / global_count, 4) if global_count else 1.0
+            ),
+            "maxmind_database_type": build.database_type,
+            "maxmind_build_epoch": build.build_epoch,
+            "maxmind_build": dt.datetime.fromtimestamp(build.build_epoch, dt.UTC).isoformat(),
+            "dagster/row_count": written.addresses,
+        },
+    )
+    yield dg.Output(
+        None,
+        "asn_inventory",
+        metadata={
+            "asns": int(lookups["asn_number"].nunique()),
+            "new_asns": written.new_asns,
+        },
+    )
+
+
+@dg.graph_multi_asset(
+    outs={
+        "ip_inventory": dg.AssetOut(
+            description="Every attacker address: class, current ASN, provenance and counters.",
+            kinds={"python", "sql"},
+            owners=["team:honeypot-data"],
+            tags={"domain": "inventory"},
+        ),
+        "asn_inventory": dg.AssetOut(
+            description="Every ASN an attacker address belongs to: name, country, counters.",
+            kinds={"python", "sql"},
+            owners=["team:honeypot-data"],
+            tags={"domain": "inventory"},
+        ),
+    },
+    ins={"cowrie_sessions": dg.AssetIn(dagster_type=dg.Nothing)},
+    partitions_def=daily_partitions,
+    group_name="honeypot",
+)
+def inventory(cowrie_sessions):
+    """Lookup, then upsert: the day's addresses and their ASNs."""
+    lookups = lookup_addresses(cowrie_sessions=cowrie_sessions)
+    ip_inventory, asn_inventory = upsert_inventory(lookups)
+    return {"ip_inventory": ip_inventory, "asn_inventory": asn_inventory}

@@ -1,0 +1,50 @@
+import datetime as dt
+
+import dagster as dg
+
+from asn_pipeline.defs.partitions import daily_partitions
+from asn_pipeline.resources import InventoryDatabase
+from asn_pipeline.store import audit
+
+COUNTERS_MATCH_FACTS = "counters_match_facts"
+NO_DANGLING_ASN = "no_dangling_asn_references"
+BOGONS_NOT_ENRICHED = "bogons_not_enriched"
+
+
+@dg.asset_check(
+    asset="asn_statistics",
+    name=COUNTERS_MATCH_FACTS,
+    partitions_def=daily_partitions,
+    blocking=True,
+)
+def counters_match_facts(
+    context: dg.AssetCheckExecutionContext, inventory_db: InventoryDatabase
+) -> dg.AssetCheckResult:
+    """Counters of the day's addresses and ASNs, and the day's statistics, equal a recomputation."""
+    mismatches = audit.counter_mismatches(
+        inventory_db.inventory, dt.date.fromisoformat(context.partition_key)
+    )
+    return dg.AssetCheckResult(passed=not any(mismatches.values()), metadata=mismatches)
+
+
+@dg.asset_check(asset="asn_statistics", name=NO_DANGLING_ASN, partitions_def=daily_partitions)
+def no_dangling_asn_references(
+    context: dg.AssetCheckExecutionContext, inventory_db: InventoryDatabase
+) -> dg.AssetCheckResult:
+    """Every current_asn and sessions.asn_number exists in asn_inventory."""
+    dangling = audit.dangling_asn_references(inventory_db.inventory)
+    return dg.AssetCheckResult(passed=dangling == 0, metadata={"dangling_references": dangling})
+
+
+@dg.asset_check(asset="ip_inventory", name=BOGONS_NOT_ENRICHED, partitions_def=daily_partitions)
+def bogons_not_enriched(
+    context: dg.AssetCheckExecutionContext, inventory_db: InventoryDatabase
+) -> dg.AssetCheckResult:
+    """The day's addresses carry the pinned registry's class; bogons have no ASN."""
+    wrong = audit.misclassified_addresses(
+        inventory_db.inventory, dt.date.fromisoformat(context.partition_key)
+    )
+    return dg.AssetCheckResult(
+        passed=not wrong,
+        metadata={"misclassified": len(wrong), "examples": dg.MetadataValue.json(wrong[:20])},
+    )

@@ -1,0 +1,159 @@
+"""Configuration from the environment (DESIGN §2), validated before any data is touched."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DB_URL = f"sqlite:///{PROJECT_ROOT / 'data' / 'inventory.sqlite'}"
+DEMO_DIR = PROJECT_ROOT / "data" / "demo"
+DEFAULT_LANDING_DIR = DEMO_DIR / "landing"
+DEFAULT_ASN_DB = DEMO_DIR / "demo-asn.mmdb"
+DEFAULT_START_DATE = "2020-01-01"
+SUPPORTED_DRIVERS = ("sqlite", "postgresql+psycopg2")
+
+
+class ConfigurationError(ValueError):
+    """A configuration variable has a value the pipeline cannot use."""
+
+    def __init__(self, variable: str, value: str, problem: str):
+        super().__init__(f"{variable}={value!r}: {problem}")
+        self.variable = variable
+
+
+@dataclass(frozen=True)
+class Nameserver:
+    host: str
+    port: int = 53
+
+
+@dataclass(frozen=True)
+class Settings:
+    db_url: str
+    landing_dir: Path
+    maxmind_asn_db: Path
+    maxmind_city_db: Path | None
+    cymru: str
+    cymru_nameservers: tuple[Nameserver, ...]
+    start_date: str
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every ``ASN_PIPELINE_*`` variable; raise ``ConfigurationError``."""
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        return cls(
+            db_url=_db_url(get("ASN_PIPELINE_DB_URL")),
+            landing_dir=_directory("ASN_PIPELINE_LANDING_DIR", get("ASN_PIPELINE_LANDING_DIR")),
+            maxmind_asn_db=_file("ASN_PIPELINE_MAXMIND_ASN_DB", get("ASN_PIPELINE_MAXMIND_ASN_DB"))
+            or DEFAULT_ASN_DB,
+            maxmind_city_db=_file(
+                "ASN_PIPELINE_MAXMIND_CITY_DB", get("ASN_PIPELINE_MAXMIND_CITY_DB")
+            ),
+            cymru=_cymru(get("ASN_PIPELINE_CYMRU")),
+            cymru_nameservers=_nameservers(get("ASN_PIPELINE_CYMRU_NAMESERVERS")),
+            start_date=_date("ASN_PIPELINE_START_DATE", get("ASN_PIPELINE_START_DATE")),
+        )
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password masked, for logs and metadata."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def normalise_db_url(value: str) -> str:
+    """A validated SQLAlchemy URL whose PostgreSQL scheme names the psycopg2 driver."""
+    return _db_url(value)
+
+
+def _db_url(value: str | None) -> str:
+    if value is None:
+        return DEFAULT_DB_URL
+    variable = "ASN_PIPELINE_DB_URL"
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ConfigurationError(variable, value, "not a SQLAlchemy URL") from None
+    shown = url.render_as_string(hide_password=True)
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg2")
+    if url.drivername not in SUPPORTED_DRIVERS:
+        raise ConfigurationError(
+            variable, shown, f"unsupported driver; use one of {', '.join(SUPPORTED_DRIVERS)}"
+        )
+    if url.drivername == "sqlite" and url.database in (None, "", ":memory:"):
+        raise ConfigurationError(variable, shown, "a SQLite inventory needs a file path")
+    return url.render_as_string(hide_password=False)
+
+
+def _directory(variable: str, value: str | None) -> Path:
+    if value is None:
+        return DEFAULT_LANDING_DIR
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise ConfigurationError(variable, value, "no such directory")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise ConfigurationError(variable, value, "directory is not readable")
+    return path
+
+
+def _file(variable: str, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise ConfigurationError(variable, value, "no such file")
+    if not os.access(path, os.R_OK):
+        raise ConfigurationError(variable, value, "file is not readable")
+    return path
+
+
+def _cymru(value: str | None) -> str:
+    mode = (value or "off").lower()
+    if mode not in ("off", "dns"):
+        raise ConfigurationError("ASN_PIPELINE_CYMRU", value or "", "expected 'off' or 'dns'")
+    return mode
+
+
+def _nameservers(value: str | None) -> tuple[Nameserver, ...]:
+    if value is None:
+        return ()
+    servers = []
+    for item in (part.strip() for part in value.split(",")):
+        if item.startswith("["):  # [v6]:port
+            host, _, port = item[1:].partition("]")
+            port = port.removeprefix(":")
+        elif item.count(":") == 1:  # v4-or-name:port
+            host, _, port = item.partition(":")
+        else:  # bare name, IPv4 or IPv6
+            host, port = item, ""
+        if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+            raise ConfigurationError(
+                "ASN_PIPELINE_CYMRU_NAMESERVERS",
+                value,
+                f"bad entry {item!r}; use host or host:port",
+            )
+        servers.append(Nameserver(host, int(port) if port else 53))
+    return tuple(servers)
+
+
+def _date(variable: str, value: str | None) -> str:
+    if value is None:
+        return DEFAULT_START_DATE
+    try:
+        if len(value) != 10:
+            raise ValueError(value)
+        return dt.date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise ConfigurationError(variable, value, "expected a date as YYYY-MM-DD") from None

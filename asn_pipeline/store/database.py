@@ -1,0 +1,161 @@
+"""The inventory database: engine, schema, named queries and everything that differs by dialect.
+
+Every other store module speaks through ``Inventory.write()`` and the named queries in ``sql/``;
+this is the one place that knows SQLite from PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from asn_pipeline.settings import PROJECT_ROOT, redact_url
+
+SQL_DIR = PROJECT_ROOT / "sql"
+_QUERY_NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+
+
+class Inventory:
+    """A handle on the inventory database; ``write()`` gives one all-or-nothing transaction."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine: Engine = _create_engine(url)
+        self.dialect = self.engine.dialect.name
+        self._schema_ready = False
+
+    @property
+    def display_url(self) -> str:
+        """The URL with its password masked."""
+        return redact_url(self.url)
+
+    def ensure_schema(self) -> None:
+        """Apply the DDL of ``sql/<dialect>/`` (idempotent)."""
+        if self._schema_ready:
+            return
+        with self.write() as conn:
+            for path in sorted((SQL_DIR / self.dialect).glob("0*.sql")):
+                for statement in _statements(path.read_text()):
+                    conn.exec_driver_sql(statement)
+        self._schema_ready = True
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One transaction that commits at the end of the block or rolls back on any error.
+
+        On SQLite the write lock is taken at the start (``BEGIN IMMEDIATE``), so concurrent writers
+        queue behind ``busy_timeout`` instead of failing on a lock upgrade.
+        """
+        with self.engine.begin() as conn:
+            _prepare_work_tables(conn, self.dialect)
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for reading; on SQLite it takes no write lock."""
+        with self.engine.connect() as conn:
+            conn.execution_options(read_only=True)
+            yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def query(module: str, name: str) -> sa.TextClause:
+    """A named query from ``sql/queries/<module>.sql``."""
+    return _queries(module)[name]
+
+
+def run(conn: Connection, module: str, name: str, **params: object) -> sa.CursorResult:
+    """Execute a named query with bound parameters."""
+    return conn.execute(query(module, name), params)
+
+
+def bulk_insert(conn: Connection, table: str, columns: Sequence[str], rows: list[tuple]) -> None:
+    """Insert many rows into a scratch table with one prepared statement (``executemany``)."""
+    if not rows:
+        return
+    statement = sa.table(table, *(sa.column(c) for c in columns)).insert()
+    compiled = str(statement.compile(dialect=conn.dialect))
+    if conn.dialect.paramstyle == "qmark":
+        conn.exec_driver_sql(compiled, rows)
+    else:
+        conn.execute(statement, [dict(zip(columns, row, strict=True)) for row in rows])
+
+
+def frame_rows(frame: pd.DataFrame, columns: Sequence[str]) -> list[tuple]:
+    """Rows of a DataFrame as plain Python tuples (``None`` for missing), for ``bulk_insert``."""
+    subset = frame[list(columns)]
+    return list(
+        subset.astype(object).where(subset.notna(), None).itertuples(index=False, name=None)
+    )
+
+
+@cache
+def _queries(module: str) -> dict[str, sa.TextClause]:
+    text = (SQL_DIR / "queries" / f"{module}.sql").read_text()
+    parts = _QUERY_NAME.split(text)
+    return {
+        name: sa.text(body.strip().rstrip(";"))
+        for name, body in zip(parts[1::2], parts[2::2], strict=True)
+    }
+
+
+@cache
+def _work_table_statements(dialect: str) -> tuple[str, ...]:
+    return tuple(_statements((SQL_DIR / dialect / "work_tables.sql").read_text()))
+
+
+def _work_table_names(dialect: str) -> tuple[str, ...]:
+    return tuple(
+        re.search(r"TABLE IF NOT EXISTS (\w+)", s).group(1) for s in _work_table_statements(dialect)
+    )
+
+
+def _prepare_work_tables(conn: Connection, dialect: str) -> None:
+    for statement in _work_table_statements(dialect):
+        conn.exec_driver_sql(statement)
+    for name in _work_table_names(dialect):
+        conn.exec_driver_sql(f"DELETE FROM {name}")  # noqa: S608 - names come from sql/
+
+
+def _statements(script: str) -> list[str]:
+    without_comments = "\n".join(
+        line for line in script.splitlines() if not line.lstrip().startswith("--")
+    )
+    return [s.strip() for s in without_comments.split(";") if s.strip()]
+
+
+def _create_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        database = sa.engine.make_url(url).database
+        if database:
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+        @sa.event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+            # Let SQLAlchemy's "begin" event below emit BEGIN itself (pysqlite's own is deferred).
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_begin(conn):  # type: ignore[no-untyped-def]
+            read_only = conn.get_execution_options().get("read_only", False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)

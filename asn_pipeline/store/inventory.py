@@ -1,0 +1,51 @@
+"""Upserting one day's address lookups into ip_inventory and asn_inventory, in one transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import pandas as pd
+
+from asn_pipeline.lookup.enrich import LOOKUP_COLUMNS
+from asn_pipeline.store.database import Inventory, bulk_insert, frame_rows, run
+from asn_pipeline.store.derived import refresh_ip_counters
+
+
+@dataclass(frozen=True)
+class InventoryWritten:
+    addresses: int
+    new_addresses: int
+    asn_changes: int
+    new_asns: int
+
+
+def day_addresses(inventory: Inventory, day: dt.date) -> list[str]:
+    """Distinct source addresses of ``day``'s session fragments."""
+    with inventory.read() as conn:
+        return list(run(conn, "inventory", "day_addresses", day=day.isoformat()).scalars())
+
+
+def upsert_lookups(
+    inventory: Inventory, lookups: pd.DataFrame, run_id: str | None, now: dt.datetime
+) -> InventoryWritten:
+    """Write the lookups: ASN rows first, then addresses, their ASN history and counters.
+
+    Referential integrity holds at every commit: an address's ``current_asn`` is inserted into
+    ``asn_inventory`` before the address points at it, in the same transaction.
+    """
+    params = {"run_id": run_id, "now": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+    with inventory.write() as conn:
+        bulk_insert(conn, "w_lookups", LOOKUP_COLUMNS, frame_rows(lookups, LOOKUP_COLUMNS))
+        addresses, new_addresses, asn_changes = run(conn, "inventory", "lookup_summary").one()
+        new_asns = run(conn, "inventory", "new_asns").scalar_one()
+        for name in (
+            "upsert_asns",
+            "mark_asns_of_lookups",
+            "upsert_ips",
+            "record_asn_history",
+            "mark_looked_up_ips",
+        ):
+            run(conn, "inventory", name, **params)
+        refresh_ip_counters(conn)
+    return InventoryWritten(addresses or 0, new_addresses or 0, asn_changes or 0, new_asns)

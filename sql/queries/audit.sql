@@ -1,0 +1,81 @@
+-- Invariant audits for one day (asset checks). Each returns the number of offending rows.
+
+-- name: ip_counter_mismatches
+-- ip_inventory.session_count / first_seen / last_seen against the day's addresses' sessions.
+WITH day_ips AS (
+    SELECT DISTINCT src_ip FROM session_fragments WHERE fragment_date = :day
+), expected AS (
+    SELECT s.src_ip, count(*) AS n, min(s.first_event_at) AS f, max(s.last_event_at) AS l
+    FROM sessions AS s JOIN day_ips AS d ON d.src_ip = s.src_ip
+    GROUP BY s.src_ip
+)
+SELECT count(*)
+FROM ip_inventory AS i
+JOIN day_ips AS d ON d.src_ip = i.ip_address
+LEFT JOIN expected AS e ON e.src_ip = i.ip_address
+WHERE i.session_count <> coalesce(e.n, 0)
+   OR i.first_seen IS DISTINCT FROM e.f
+   OR i.last_seen IS DISTINCT FROM e.l;
+
+-- name: asn_counter_mismatches
+-- asn_inventory counters of the ASNs the day's addresses map to, against ip_inventory.
+WITH day_asns AS (
+    SELECT DISTINCT i.current_asn AS asn_number
+    FROM ip_inventory AS i
+    JOIN (SELECT DISTINCT src_ip FROM session_fragments WHERE fragment_date = :day) AS d
+      ON d.src_ip = i.ip_address
+    WHERE i.current_asn IS NOT NULL
+), expected AS (
+    SELECT i.current_asn AS asn_number, count(*) AS n, sum(i.session_count) AS s,
+           min(i.first_seen) AS f, max(i.last_seen) AS l
+    FROM ip_inventory AS i JOIN day_asns AS t ON t.asn_number = i.current_asn
+    GROUP BY i.current_asn
+)
+SELECT count(*)
+FROM asn_inventory AS a
+JOIN day_asns AS t ON t.asn_number = a.asn_number
+LEFT JOIN expected AS e ON e.asn_number = a.asn_number
+WHERE a.unique_ip_count <> coalesce(e.n, 0)
+   OR a.total_session_count <> coalesce(e.s, 0)
+   OR a.first_seen IS DISTINCT FROM e.f
+   OR a.last_seen IS DISTINCT FROM e.l;
+
+-- name: day_statistics_mismatches
+WITH expected AS (
+    SELECT s.asn_number, count(*) AS sc, count(DISTINCT s.src_ip) AS uc,
+           count(DISTINCT CASE WHEN NOT EXISTS (
+                                   SELECT 1 FROM sessions AS p
+                                   WHERE p.src_ip = s.src_ip AND p.ingest_date < s.ingest_date)
+                               THEN s.src_ip END) AS nc
+    FROM sessions AS s
+    WHERE s.ingest_date = :day AND s.asn_number IS NOT NULL
+    GROUP BY s.asn_number
+), actual AS (
+    SELECT asn_number, session_count AS sc, unique_ip_count AS uc, new_ip_count AS nc
+    FROM asn_daily_stats
+    WHERE stat_date = :day
+)
+SELECT count(*)
+FROM expected AS e
+FULL OUTER JOIN actual AS a ON a.asn_number = e.asn_number
+WHERE e.asn_number IS NULL OR a.asn_number IS NULL
+   OR e.sc <> a.sc OR e.uc <> a.uc OR e.nc <> a.nc;
+
+-- name: dangling_asn_references
+SELECT
+    (SELECT count(*) FROM ip_inventory AS i
+      WHERE i.current_asn IS NOT NULL
+        AND NOT EXISTS (SELECT 1 FROM asn_inventory AS a WHERE a.asn_number = i.current_asn))
+  + (SELECT count(*) FROM sessions AS s
+      WHERE s.asn_number IS NOT NULL
+        AND NOT EXISTS (SELECT 1 FROM asn_inventory AS a WHERE a.asn_number = s.asn_number));
+
+-- name: day_address_classes
+SELECT i.ip_address, i.ip_class, i.asn_source, i.current_asn
+FROM ip_inventory AS i
+JOIN (SELECT DISTINCT src_ip FROM session_fragments WHERE fragment_date = :day) AS d
+  ON d.src_ip = i.ip_address;
+
+-- name: pending_stale_keys
+SELECT (SELECT count(*) FROM stale_ips) + (SELECT count(*) FROM stale_asns)
+     + (SELECT count(*) FROM stale_days);

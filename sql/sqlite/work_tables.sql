@@ -1,0 +1,36 @@
+-- Per-connection scratch tables for one transaction's work sets; emptied at the start of each write.
+
+CREATE TEMP TABLE IF NOT EXISTS w_fragments (
+    sensor         TEXT NOT NULL,
+    session_id     TEXT NOT NULL,
+    src_ip         TEXT NOT NULL,
+    first_event_at TEXT NOT NULL,
+    last_event_at  TEXT NOT NULL,
+    event_count    INTEGER NOT NULL,
+    PRIMARY KEY (sensor, session_id)
+);
+CREATE TEMP TABLE IF NOT EXISTS w_sessions (
+    sensor     TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    PRIMARY KEY (sensor, session_id)
+);
+CREATE TEMP TABLE IF NOT EXISTS w_ips (ip_address TEXT PRIMARY KEY);
+CREATE TEMP TABLE IF NOT EXISTS w_first_dates (ip_address TEXT PRIMARY KEY, first_date TEXT NOT NULL);
+CREATE TEMP TABLE IF NOT EXISTS w_asns (asn_number INTEGER PRIMARY KEY);
+CREATE TEMP TABLE IF NOT EXISTS w_days (
+    stat_date  TEXT NOT NULL,
+    asn_number INTEGER NOT NULL,
+    PRIMARY KEY (stat_date, asn_number)
+);
+CREATE TEMP TABLE IF NOT EXISTS w_lookups (
+    ip_address        TEXT PRIMARY KEY,
+    ip_version        INTEGER NOT NULL,
+    ip_class          TEXT NOT NULL,
+    asn_number        INTEGER,
+    organization_name TEXT,
+    asn_network       TEXT,
+    country_code      TEXT,
+    asn_source        TEXT NOT NULL,
+    build_epoch       INTEGER,
+    enrichment        TEXT NOT NULL
+);
