@@ -7,6 +7,7 @@ from asn_pipeline.defs.partitions import daily_partitions
 from asn_pipeline.defs.reporting import counts_table
 from asn_pipeline.lookup.enrich import look_up
 from asn_pipeline.resources import InventoryDatabase, MaxMindDatabases
+from asn_pipeline.store import derived
 from asn_pipeline.store import inventory as store
 
 
@@ -26,12 +27,7 @@ def lookup_addresses(
     return lookups
 
 
-@dg.op(
-    out={
-        "ip_inventory": dg.Out(dg.Nothing),
-        "asn_inventory": dg.Out(dg.Nothing),
-    }
-)
+@dg.op(out={"ip_summary": dg.Out(dict), "asn_inventory": dg.Out(dg.Nothing)})
 def upsert_inventory(
     context: dg.OpExecutionContext,
     lookups: pd.DataFrame,
@@ -50,8 +46,14 @@ def upsert_inventory(
     reader.close()
     yield dg.Output(
         None,
-        "ip_inventory",
+        "asn_inventory",
         metadata={
+            "asns": int(lookups["asn_number"].nunique()),
+            "new_asns": written.new_asns,
+        },
+    )
+    yield dg.Output(
+        {
             "addresses": written.addresses,
             "new_addresses": written.new_addresses,
             "updated_addresses": written.addresses - written.new_addresses,
@@ -71,15 +73,19 @@ def upsert_inventory(
             "maxmind_build": dt.datetime.fromtimestamp(build.build_epoch, dt.UTC).isoformat(),
             "dagster/row_count": written.addresses,
         },
+        "ip_summary",
     )
-    yield dg.Output(
-        None,
-        "asn_inventory",
-        metadata={
-            "asns": int(lookups["asn_number"].nunique()),
-            "new_asns": written.new_asns,
-        },
+
+
+@dg.op(out=dg.Out(dg.Nothing))
+def backfill_session_asns(
+    context: dg.OpExecutionContext, ip_summary: dict, inventory_db: InventoryDatabase
+):
+    """Snapshot each of the day's sessions' current ASN into sessions.asn_number."""
+    changed = derived.snapshot_session_asns(
+        inventory_db.inventory, dt.date.fromisoformat(context.partition_key)
     )
+    yield dg.Output(None, metadata={**ip_summary, "session_asn_snapshots_changed": changed})
 
 
 @dg.graph_multi_asset(
@@ -102,7 +108,7 @@ def upsert_inventory(
     group_name="honeypot",
 )
 def inventory(cowrie_sessions):
-    """Lookup, then upsert: the day's addresses and their ASNs."""
+    """Lookup, upsert, then backfill the day's sessions with their ASN."""
     lookups = lookup_addresses(cowrie_sessions=cowrie_sessions)
-    ip_inventory, asn_inventory = upsert_inventory(lookups)
-    return {"ip_inventory": ip_inventory, "asn_inventory": asn_inventory}
+    ip_summary, asn_inventory = upsert_inventory(lookups)
+    return {"ip_inventory": backfill_session_asns(ip_summary), "asn_inventory": asn_inventory}
