@@ -97,10 +97,12 @@ def generate(directory: Path, seed: int = 2026) -> dict[str, Path]:
     write_city_mmdb(paths["city_db"], networks)
 
     attackers = _attackers(rng, networks)
+    ipv4_mapped = "::ffff:" + next(ip for ip, _ in attackers if ":" not in ip)
     lines: dict[tuple[str, dt.date], list[bytes]] = {(s, d): [] for s in SENSORS for d in DEMO_DAYS}
     for day in DEMO_DAYS:
-        for _ in range(rng.randint(220, 320)):
+        for n in range(rng.randint(220, 320)):
             ip = rng.choices(attackers, weights=[w for _, w in attackers])[0][0]
+            ip = ipv4_mapped if n == 0 else ip  # a dual-stack listener logs IPv4 like this
             sensor = rng.choice(SENSORS)
             start = dt.datetime.combine(day, dt.time(), dt.UTC) + dt.timedelta(
                 seconds=rng.uniform(0, 86_399)
@@ -143,7 +145,6 @@ def _attackers(rng: random.Random, networks: list[Network]) -> list[tuple[str, f
         f"198.{rng.randint(60, 90)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
     ]  # no ASN
     addresses += ["192.168.1.23", "10.4.0.7", "100.64.12.9", "fe80::1c2d:3eff:fe4f:5a6b"]  # bogons
-    addresses += [f"::ffff:{addresses[0]}"] if ":" not in addresses[0] else []
     return [(ip, rng.paretovariate(1.2)) for ip in addresses]
 
 

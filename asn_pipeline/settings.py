@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,11 @@ class Settings:
         )
 
 
+def _masked(value: str) -> str:
+    """A URL-ish string with anything between ``user:`` and ``@`` masked."""
+    return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", value)
+
+
 def redact_url(url: str) -> str:
     """The URL with any password masked, for logs and metadata."""
     return make_url(url).render_as_string(hide_password=True)
@@ -83,8 +89,9 @@ def _db_url(value: str | None) -> str:
     variable = "ASN_PIPELINE_DB_URL"
     try:
         url = make_url(value)
-    except ArgumentError:
-        raise ConfigurationError(variable, value, "not a SQLAlchemy URL") from None
+        url.port  # noqa: B018 - parsed lazily; a bad port raises here
+    except (ArgumentError, ValueError):
+        raise ConfigurationError(variable, _masked(value), "not a SQLAlchemy URL") from None
     shown = url.render_as_string(hide_password=True)
     if url.drivername == "postgresql":
         url = url.set(drivername="postgresql+psycopg2")
@@ -132,19 +139,22 @@ def _nameservers(value: str | None) -> tuple[Nameserver, ...]:
     servers = []
     for item in (part.strip() for part in value.split(",")):
         if item.startswith("["):  # [v6]:port
-            host, _, port = item[1:].partition("]")
-            port = port.removeprefix(":")
+            host, _, rest = item[1:].partition("]")
+            has_port, port = rest.startswith(":"), rest[1:]
+            well_formed = rest in ("",) or has_port
         elif item.count(":") == 1:  # v4-or-name:port
             host, _, port = item.partition(":")
+            has_port, well_formed = True, True
         else:  # bare name, IPv4 or IPv6
-            host, port = item, ""
-        if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+            host, port, has_port, well_formed = item, "", False, True
+        valid_port = not has_port or (port.isdigit() and 0 < int(port) < 65536)
+        if not host or not well_formed or not valid_port:
             raise ConfigurationError(
                 "ASN_PIPELINE_CYMRU_NAMESERVERS",
                 value,
                 f"bad entry {item!r}; use host or host:port",
             )
-        servers.append(Nameserver(host, int(port) if port else 53))
+        servers.append(Nameserver(host, int(port) if has_port else 53))
     return tuple(servers)
 
 

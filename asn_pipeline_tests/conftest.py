@@ -1,4 +1,4 @@
-"""Shared fixtures: real Cowrie files, real .mmdb files, a real SQLite inventory, real Dagster runs."""
+"""Shared fixtures: real Cowrie files, .mmdb files, SQLite inventory and Dagster runs."""
 
 from __future__ import annotations
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import orjson
 import pandas as pd
 
-from asn_pipeline.lookup.maxmind import MaxMindLookup
+from asn_pipeline.lookup.maxmind import DatabaseBuild, MaxMindLookup
 from asn_pipeline.lookup.special_purpose import GLOBAL, classify
 
 LOOKUP_COLUMNS = [
@@ -25,7 +26,16 @@ LOOKUP_COLUMNS = [
 ]
 
 
-def look_up(addresses: Iterable[str], maxmind: MaxMindLookup) -> pd.DataFrame:
+@dataclass(frozen=True)
+class Lookups:
+    """One row per address (``LOOKUP_COLUMNS``) and the database builds that answered."""
+
+    addresses: pd.DataFrame
+    asn_build: DatabaseBuild
+    city_build: DatabaseBuild | None
+
+
+def look_up(addresses: Iterable[str], maxmind: MaxMindLookup) -> Lookups:
     """Classify each canonical address; look up global ones in MaxMind, never bogons.
 
     ``asn_source`` says where the ASN came from: ``maxmind``, ``none`` (no database covers the
@@ -75,4 +85,4 @@ def look_up(addresses: Iterable[str], maxmind: MaxMindLookup) -> pd.DataFrame:
     frame["asn_number"] = frame["asn_number"].astype("Int64")
     frame["build_epoch"] = frame["build_epoch"].astype("Int64")
     frame["enrichment"] = [orjson.dumps(e).decode() for e in frame["enrichment"]]
-    return frame
+    return Lookups(frame, asn_build, city_build)

@@ -21,6 +21,7 @@ from asn_pipeline.settings import PROJECT_ROOT, redact_url
 SQL_DIR = PROJECT_ROOT / "sql"
 _QUERY_NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+DDL_FOLDERS = {"sqlite": "sqlite", "postgresql": "postgres"}
 
 
 class Inventory:
@@ -30,6 +31,7 @@ class Inventory:
         self.url = url
         self.engine: Engine = _create_engine(url)
         self.dialect = self.engine.dialect.name
+        self.sql_folder = SQL_DIR / DDL_FOLDERS.get(self.dialect, self.dialect)
         self._schema_ready = False
 
     @property
@@ -41,8 +43,11 @@ class Inventory:
         """Apply the DDL of ``sql/<dialect>/`` (idempotent)."""
         if self._schema_ready:
             return
+        scripts = sorted(self.sql_folder.glob("0*.sql"))
+        if not scripts:
+            raise RuntimeError(f"no schema for {self.dialect} in {self.sql_folder}")
         with self.write() as conn:
-            for path in sorted((SQL_DIR / self.dialect).glob("0*.sql")):
+            for path in scripts:
                 for statement in _statements(path.read_text()):
                     conn.exec_driver_sql(statement)
         self._schema_ready = True
@@ -55,7 +60,7 @@ class Inventory:
         queue behind ``busy_timeout`` instead of failing on a lock upgrade.
         """
         with self.engine.begin() as conn:
-            _prepare_work_tables(conn, self.dialect)
+            _prepare_work_tables(conn, self.sql_folder)
             yield conn
 
     @contextmanager
@@ -110,20 +115,16 @@ def _queries(module: str) -> dict[str, sa.TextClause]:
 
 
 @cache
-def _work_table_statements(dialect: str) -> tuple[str, ...]:
-    return tuple(_statements((SQL_DIR / dialect / "work_tables.sql").read_text()))
+def _work_tables(folder: Path) -> tuple[tuple[str, str], ...]:
+    """(name, DDL) of the scratch tables in ``folder/work_tables.sql``."""
+    statements = _statements((folder / "work_tables.sql").read_text())
+    return tuple((re.search(r"TABLE IF NOT EXISTS (\w+)", s).group(1), s) for s in statements)
 
 
-def _work_table_names(dialect: str) -> tuple[str, ...]:
-    return tuple(
-        re.search(r"TABLE IF NOT EXISTS (\w+)", s).group(1) for s in _work_table_statements(dialect)
-    )
-
-
-def _prepare_work_tables(conn: Connection, dialect: str) -> None:
-    for statement in _work_table_statements(dialect):
+def _prepare_work_tables(conn: Connection, folder: Path) -> None:
+    for _, statement in _work_tables(folder):
         conn.exec_driver_sql(statement)
-    for name in _work_table_names(dialect):
+    for name, _ in _work_tables(folder):
         conn.exec_driver_sql(f"DELETE FROM {name}")  # noqa: S608 - names come from sql/
 
 

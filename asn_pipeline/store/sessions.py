@@ -24,7 +24,7 @@ REJECT_COLUMNS = (
 class SessionsWritten:
     sessions_owned: int
     fragments: int
-    fragments_on_other_days: int
+    sessions_spanning_days: int
 
 
 def replace_day(

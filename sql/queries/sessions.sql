@@ -99,5 +99,6 @@ SELECT
     (SELECT count(*) FROM sessions WHERE ingest_date = :day) AS sessions_owned,
     (SELECT count(*) FROM session_fragments WHERE fragment_date = :day) AS fragments,
     (SELECT count(*) FROM w_sessions AS k
-       JOIN session_fragments AS f ON f.sensor = k.sensor AND f.session_id = k.session_id
-      WHERE f.fragment_date <> :day) AS fragments_on_other_days;
+      WHERE EXISTS (SELECT 1 FROM session_fragments AS f
+                     WHERE f.sensor = k.sensor AND f.session_id = k.session_id
+                       AND f.fragment_date <> :day)) AS sessions_spanning_days;

@@ -36,7 +36,7 @@ def cowrie_sessions(
             "events_read": parsed.events_read,
             "sessions_in_files": len(parsed.fragments),
             "sessions_owned_by_day": written.sessions_owned,
-            "sessions_spanning_days": written.fragments_on_other_days,
+            "sessions_spanning_days": written.sessions_spanning_days,
             "rejected_lines": len(parsed.rejected),
             "rejected_by_reason": dg.MetadataValue.md(
                 counts_table("reason", "lines", parsed.reasons.most_common())

@@ -1,11 +1,10 @@
 import datetime as dt
 
 import dagster as dg
-import pandas as pd
 
 from asn_pipeline.defs.partitions import daily_partitions
 from asn_pipeline.defs.reporting import counts_table
-from asn_pipeline.lookup.enrich import look_up
+from asn_pipeline.lookup.enrich import Lookups, look_up
 from asn_pipeline.resources import InventoryDatabase, MaxMindDatabases
 from asn_pipeline.store import derived
 from asn_pipeline.store import inventory as store
@@ -14,7 +13,7 @@ from asn_pipeline.store import inventory as store
 @dg.op(ins={"cowrie_sessions": dg.In(dg.Nothing)}, tags={"kind": "lookup"})
 def lookup_addresses(
     context: dg.OpExecutionContext, inventory_db: InventoryDatabase, maxmind: MaxMindDatabases
-) -> pd.DataFrame:
+) -> Lookups:
     """Classify the day's distinct source addresses and look up global ones in MaxMind."""
     day = dt.date.fromisoformat(context.partition_key)
     addresses = store.day_addresses(inventory_db.inventory, day)
@@ -23,32 +22,29 @@ def lookup_addresses(
         lookups = look_up(addresses, reader)
     finally:
         reader.close()
-    context.log.info(f"Looked up {len(lookups)} addresses of {day}")
+    context.log.info(f"Looked up {len(lookups.addresses)} addresses of {day}")
     return lookups
 
 
 @dg.op(out={"ip_summary": dg.Out(dict), "asn_inventory": dg.Out(dg.Nothing)})
 def upsert_inventory(
     context: dg.OpExecutionContext,
-    lookups: pd.DataFrame,
+    lookups: Lookups,
     inventory_db: InventoryDatabase,
-    maxmind: MaxMindDatabases,
 ):
     """Upsert the lookups into asn_inventory and ip_inventory in one transaction."""
     written = store.upsert_lookups(
-        inventory_db.inventory, lookups, context.run_id, dt.datetime.now(dt.UTC)
+        inventory_db.inventory, lookups.addresses, context.run_id, dt.datetime.now(dt.UTC)
     )
-    sources = lookups["asn_source"].value_counts()
-    global_count = int((lookups["ip_class"] == "global").sum())
+    build, addresses = lookups.asn_build, lookups.addresses
+    sources = lookups.addresses["asn_source"].value_counts()
+    global_count = int((lookups.addresses["ip_class"] == "global").sum())
     covered = int(sources.get("maxmind", 0) + sources.get("cymru", 0))
-    reader = maxmind.open()
-    build = reader.asn_build
-    reader.close()
     yield dg.Output(
         None,
         "asn_inventory",
         metadata={
-            "asns": int(lookups["asn_number"].nunique()),
+            "asns": int(addresses["asn_number"].nunique()),
             "new_asns": written.new_asns,
         },
     )
@@ -62,9 +58,9 @@ def upsert_inventory(
                 counts_table("asn_source", "addresses", sources.items())
             ),
             "ip_classes": dg.MetadataValue.md(
-                counts_table("ip_class", "addresses", lookups["ip_class"].value_counts().items())
+                counts_table("ip_class", "addresses", addresses["ip_class"].value_counts().items())
             ),
-            "ipv6_addresses": int((lookups["ip_version"] == 6).sum()),
+            "ipv6_addresses": int((addresses["ip_version"] == 6).sum()),
             "coverage": dg.MetadataValue.float(
                 round(covered / global_count, 4) if global_count else 1.0
             ),
