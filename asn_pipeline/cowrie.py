@@ -84,7 +84,8 @@ def parse_day(files: list[LogFile]) -> ParsedDay:
     day = ParsedDay(files=files, fragments=pd.DataFrame(columns=FRAGMENT_COLUMNS), rejected=[])
 
     def reject(log: LogFile, number: int, reason: str, raw: bytes) -> None:
-        text = raw.decode("utf-8", errors="backslashreplace").rstrip("\r\n")
+        # NUL is valid UTF-8 but no database text type holds it: escape it like other bad bytes.
+        text = raw.decode("utf-8", errors="backslashreplace").rstrip("\r\n").replace("\0", "\\x00")
         day.rejected.append(RejectedLine(log.name, number, reason, text))
         day.reasons[reason] += 1
 
@@ -163,10 +164,12 @@ def _session_event(
     for name, value in (("session", session), ("src_ip", src), ("timestamp", stamp)):
         if value is None or value == "":
             return f"missing_{name}", ("", ""), "", ""
-        if not isinstance(value, str):
+        if not isinstance(value, str) or "\0" in value:
             return f"invalid_{name}", ("", ""), "", ""
     if not isinstance(sensor, str) or not sensor:
         return "missing_sensor", ("", ""), "", ""
+    if "\0" in sensor:
+        return "invalid_sensor", ("", ""), "", ""
     src_ip = ip_cache.get(src, "")
     if src_ip == "":
         try:

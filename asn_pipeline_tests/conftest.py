@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import gzip
+import json
+import os
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +39,18 @@ PROVENANCE_COLUMNS = {
     "last_observed",
     "ingested_by_run",
 }
+TIME_COLUMNS = {
+    "first_event_at",
+    "last_event_at",
+    "first_seen",
+    "last_seen",
+    "enriched_at",
+    "updated_at",
+    "first_observed",
+    "last_observed",
+}
+DATE_COLUMNS = {"ingest_date", "stat_date", "fragment_date"}
+DEFAULT_PG_URL = f"postgresql+psycopg2://{getpass.getuser()}@127.0.0.1:5432/test"
 TABLES = (
     "sessions",
     "session_fragments",
@@ -127,16 +143,38 @@ class Pipeline:
             for day in days
         ]
 
-    def engine(self) -> sa.Engine:
-        return sa.create_engine(self.db_url)
+    @property
+    def backend(self) -> str:
+        return "postgres" if self.db_url.startswith("postgresql") else "sqlite"
 
-    def table(self, name: str) -> pd.DataFrame:
-        engine = self.engine()
+    def execute(self, *statements: str) -> None:
+        """Run raw SQL against the inventory (test set-up such as injected failures)."""
+        engine = sa.create_engine(self.db_url)
         try:
-            with engine.connect() as conn:
-                return pd.read_sql_table(name, conn)
+            with engine.begin() as conn:
+                for statement in statements:
+                    conn.exec_driver_sql(statement)
         finally:
             engine.dispose()
+
+    def table(self, name: str) -> pd.DataFrame:
+        """A table with times as UTC timestamps, dates as ISO text and JSON as dicts."""
+        engine = sa.create_engine(self.db_url)
+        try:
+            with engine.connect() as conn:
+                frame = pd.read_sql_table(name, conn)
+        finally:
+            engine.dispose()
+        for column in frame.columns:
+            if column in TIME_COLUMNS:
+                frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
+            elif column in DATE_COLUMNS:
+                frame[column] = frame[column].map(lambda d: str(d)[:10])
+            elif column == "enrichment":
+                frame[column] = frame[column].map(
+                    lambda e: json.loads(e) if isinstance(e, str) else e
+                )
+        return frame
 
     def snapshot(self) -> dict[str, list[tuple]]:
         """Every data table, sorted, without provenance columns: equal snapshots = equal state."""
@@ -162,13 +200,57 @@ def logs(tmp_path: Path) -> CowrieLogs:
     return CowrieLogs(tmp_path / "landing")
 
 
+def postgres_base_url() -> str:
+    return os.environ.get("ASN_PIPELINE_TEST_PG_URL", DEFAULT_PG_URL)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The test PostgreSQL server's URL; tests fail (not skip) without one when CI is set."""
+    url = postgres_base_url()
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except sa.exc.OperationalError as error:
+        message = f"PostgreSQL at {sa.engine.make_url(url).render_as_string()} unreachable: {error}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    finally:
+        engine.dispose()
+    return url
+
+
 @pytest.fixture
-def pipeline(tmp_path, monkeypatch, mmdb_files, logs) -> Pipeline:
-    db_url = f"sqlite:///{tmp_path / 'inventory.sqlite'}"
+def postgres_schema(request) -> str:
+    """A fresh schema on the test server; its URL puts it first on the search path."""
+    base = request.getfixturevalue("postgres_server")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    url = sa.engine.make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    yield url.render_as_string(hide_password=False)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request, tmp_path) -> str:
+    """The inventory database: each test runs on SQLite and on PostgreSQL."""
+    if request.param == "postgres":
+        return request.getfixturevalue("postgres_schema")
+    return f"sqlite:///{tmp_path / 'inventory.sqlite'}"
+
+
+@pytest.fixture
+def pipeline(tmp_path, monkeypatch, mmdb_files, logs, db_url) -> Pipeline:
     logs.root.mkdir(parents=True, exist_ok=True)
     monkeypatch.setenv("ASN_PIPELINE_DB_URL", db_url)
     monkeypatch.setenv("ASN_PIPELINE_LANDING_DIR", str(logs.root))
     monkeypatch.setenv("ASN_PIPELINE_MAXMIND_ASN_DB", str(mmdb_files["asn"]))
     monkeypatch.setenv("ASN_PIPELINE_MAXMIND_CITY_DB", str(mmdb_files["city"]))
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         yield Pipeline(db_url, logs.root, instance)

@@ -12,7 +12,7 @@ def counter_mismatches(inventory: Inventory, day: dt.date) -> dict[str, int]:
     """Rows whose derived values differ from a recomputation from facts (invariant 1)."""
     with inventory.read() as conn:
         return {
-            name: run(conn, "audit", f"{name}_mismatches", day=day.isoformat()).scalar_one()
+            name: run(conn, "audit", f"{name}_mismatches", day=day).scalar_one()
             for name in ("ip_counter", "asn_counter", "day_statistics")
         }
 
@@ -28,9 +28,7 @@ def misclassified_addresses(inventory: Inventory, day: dt.date) -> list[str]:
     (invariant 6): a bogon must be classed as such and carry no ASN."""
     wrong = []
     with inventory.read() as conn:
-        for ip, ip_class, source, asn in run(
-            conn, "audit", "day_address_classes", day=day.isoformat()
-        ):
+        for ip, ip_class, source, asn in run(conn, "audit", "day_address_classes", day=day):
             expected = classify(ip)
             is_bogon = expected != GLOBAL
             if ip_class != expected or (is_bogon and (source != "bogon" or asn is not None)):

@@ -6,6 +6,8 @@ this is the one place that knows SQLite from PostgreSQL.
 
 from __future__ import annotations
 
+import datetime as dt
+import io
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -21,6 +23,11 @@ from asn_pipeline.settings import PROJECT_ROOT, redact_url
 SQL_DIR = PROJECT_ROOT / "sql"
 _QUERY_NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+# Every inventory write transaction on PostgreSQL holds this advisory lock (SQLite's BEGIN
+# IMMEDIATE is the same single-writer rule): write transactions are serial, so the invariants
+# hold under any concurrency with no lock-ordering to get wrong; parsing and lookups, which take
+# most of the time, still run in parallel outside it.
+WRITE_LOCK_KEY = 0x61736E5F706970  # "asn_pip"
 DDL_FOLDERS = {"sqlite": "sqlite", "postgresql": "postgres"}
 
 
@@ -60,6 +67,8 @@ class Inventory:
         queue behind ``busy_timeout`` instead of failing on a lock upgrade.
         """
         with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
             _prepare_work_tables(conn, self.sql_folder)
             yield conn
 
@@ -80,20 +89,53 @@ def query(module: str, name: str) -> sa.TextClause:
 
 
 def run(conn: Connection, module: str, name: str, **params: object) -> sa.CursorResult:
-    """Execute a named query with bound parameters."""
+    """Execute a named query with bound parameters (dates and times in the dialect's form)."""
+    if conn.dialect.name == "sqlite":
+        params = {k: _sqlite_value(v) for k, v in params.items()}
     return conn.execute(query(module, name), params)
 
 
 def bulk_insert(conn: Connection, table: str, columns: Sequence[str], rows: list[tuple]) -> None:
-    """Insert many rows into a scratch table with one prepared statement (``executemany``)."""
+    """Load many rows: ``COPY`` on PostgreSQL, one prepared ``executemany`` on SQLite."""
     if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        _copy_rows(conn, table, columns, rows)
         return
     statement = sa.table(table, *(sa.column(c) for c in columns)).insert()
     compiled = str(statement.compile(dialect=conn.dialect))
-    if conn.dialect.paramstyle == "qmark":
-        conn.exec_driver_sql(compiled, rows)
-    else:
-        conn.execute(statement, [dict(zip(columns, row, strict=True)) for row in rows])
+    conn.exec_driver_sql(compiled, [tuple(_sqlite_value(v) for v in row) for row in rows])
+
+
+def _copy_rows(conn: Connection, table: str, columns: Sequence[str], rows: list[tuple]) -> None:
+    """COPY rows in PostgreSQL's text format, then refresh the planner's statistics of the table."""
+    buffer = io.StringIO()
+    buffer.writelines("\t".join(map(_copy_value, row)) + "\n" for row in rows)
+    buffer.seek(0)
+    preparer = conn.dialect.identifier_preparer
+    column_list = ", ".join(preparer.quote(c) for c in columns)
+    with conn.connection.dbapi_connection.cursor() as cursor:
+        cursor.copy_expert(f"COPY {preparer.quote(table)} ({column_list}) FROM STDIN", buffer)
+        if table.startswith("w_"):
+            cursor.execute(f"ANALYZE {preparer.quote(table)}")
+
+
+def _copy_value(value: object) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    text = str(value)
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _sqlite_value(value: object) -> object:
+    """SQLite keeps times as fixed-width UTC text and dates as ISO text."""
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
 
 
 def frame_rows(frame: pd.DataFrame, columns: Sequence[str]) -> list[tuple]:
@@ -124,8 +166,12 @@ def _work_tables(folder: Path) -> tuple[tuple[str, str], ...]:
 def _prepare_work_tables(conn: Connection, folder: Path) -> None:
     for _, statement in _work_tables(folder):
         conn.exec_driver_sql(statement)
-    for name, _ in _work_tables(folder):
-        conn.exec_driver_sql(f"DELETE FROM {name}")  # noqa: S608 - names come from sql/
+    names = [name for name, _ in _work_tables(folder)]
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"TRUNCATE {', '.join(names)}")
+    else:
+        for name in names:
+            conn.exec_driver_sql(f"DELETE FROM {name}")  # noqa: S608 - names come from sql/
 
 
 def _statements(script: str) -> list[str]:

@@ -37,8 +37,8 @@ def refresh_ip_counters(conn: Connection) -> int:
 def snapshot_session_asns(inventory: Inventory, day: dt.date) -> int:
     """Set ``sessions.asn_number`` of ``day``'s sessions to their address's current ASN."""
     with inventory.write() as conn:
-        run(conn, "derived", "mark_days_of_snapshot_changes", day=day.isoformat())
-        return run(conn, "derived", "snapshot_session_asns", day=day.isoformat()).rowcount
+        run(conn, "derived", "mark_days_of_snapshot_changes", day=day)
+        return run(conn, "derived", "snapshot_session_asns", day=day).rowcount
 
 
 def refresh_statistics(inventory: Inventory) -> StatisticsWritten:
@@ -57,10 +57,6 @@ def refresh_statistics(inventory: Inventory) -> StatisticsWritten:
 def day_statistics(inventory: Inventory, day: dt.date) -> tuple[list[dict], int]:
     """``day``'s per-ASN statistics, largest first, and its sessions without an ASN."""
     with inventory.read() as conn:
-        rows = [
-            dict(r._mapping) for r in run(conn, "derived", "day_statistics", day=day.isoformat())
-        ]
-        unattributed = run(
-            conn, "derived", "day_unattributed_sessions", day=day.isoformat()
-        ).scalar_one()
+        rows = [dict(r._mapping) for r in run(conn, "derived", "day_statistics", day=day)]
+        unattributed = run(conn, "derived", "day_unattributed_sessions", day=day).scalar_one()
     return rows, unattributed

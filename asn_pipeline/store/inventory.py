@@ -23,7 +23,7 @@ class InventoryWritten:
 def day_addresses(inventory: Inventory, day: dt.date) -> list[str]:
     """Distinct source addresses of ``day``'s session fragments."""
     with inventory.read() as conn:
-        return list(run(conn, "inventory", "day_addresses", day=day.isoformat()).scalars())
+        return list(run(conn, "inventory", "day_addresses", day=day).scalars())
 
 
 def upsert_lookups(
@@ -34,7 +34,7 @@ def upsert_lookups(
     Referential integrity holds at every commit: an address's ``current_asn`` is inserted into
     ``asn_inventory`` before the address points at it, in the same transaction.
     """
-    params = {"run_id": run_id, "now": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+    params = {"run_id": run_id, "now": now}
     with inventory.write() as conn:
         bulk_insert(conn, "w_lookups", LOOKUP_COLUMNS, frame_rows(lookups, LOOKUP_COLUMNS))
         addresses, new_addresses, asn_changes = run(conn, "inventory", "lookup_summary").one()

@@ -40,7 +40,7 @@ def replace_day(
     so a session spanning midnight stays one row owned by its earliest day whatever the order of
     runs. The keys whose counters and statistics change are queued in ``stale_*``.
     """
-    params = {"day": day.isoformat(), "run_id": run_id}
+    params = {"day": day, "run_id": run_id}
     with inventory.write() as conn:
         bulk_insert(conn, "w_fragments", FRAGMENT_COLUMNS, frame_rows(fragments, FRAGMENT_COLUMNS))
         for name in (
@@ -62,10 +62,7 @@ def replace_day(
             conn,
             "rejected_events",
             REJECT_COLUMNS,
-            [
-                (params["day"], r.source_file, r.line_number, r.reason, r.raw_line, run_id)
-                for r in rejected
-            ],
+            [(day, r.source_file, r.line_number, r.reason, r.raw_line, run_id) for r in rejected],
         )
         summary = run(conn, "sessions", "day_session_summary", **params).one()
     return SessionsWritten(*summary)

@@ -1,0 +1,36 @@
+-- Per-connection scratch tables for one transaction's work sets; emptied at the start of each write.
+
+CREATE TEMP TABLE IF NOT EXISTS w_fragments (
+    sensor         text NOT NULL,
+    session_id     text NOT NULL,
+    src_ip         text NOT NULL,
+    first_event_at timestamptz NOT NULL,
+    last_event_at  timestamptz NOT NULL,
+    event_count    integer NOT NULL,
+    PRIMARY KEY (sensor, session_id)
+);
+CREATE TEMP TABLE IF NOT EXISTS w_sessions (
+    sensor     text NOT NULL,
+    session_id text NOT NULL,
+    PRIMARY KEY (sensor, session_id)
+);
+CREATE TEMP TABLE IF NOT EXISTS w_ips (ip_address text PRIMARY KEY);
+CREATE TEMP TABLE IF NOT EXISTS w_first_dates (ip_address text PRIMARY KEY, first_date date NOT NULL);
+CREATE TEMP TABLE IF NOT EXISTS w_asns (asn_number bigint PRIMARY KEY);
+CREATE TEMP TABLE IF NOT EXISTS w_days (
+    stat_date  date NOT NULL,
+    asn_number bigint NOT NULL,
+    PRIMARY KEY (stat_date, asn_number)
+);
+CREATE TEMP TABLE IF NOT EXISTS w_lookups (
+    ip_address        text PRIMARY KEY,
+    ip_version        smallint NOT NULL,
+    ip_class          text NOT NULL,
+    asn_number        bigint,
+    organization_name text,
+    asn_network       text,
+    country_code      text,
+    asn_source        text NOT NULL,
+    build_epoch       bigint,
+    enrichment        jsonb NOT NULL
+);
