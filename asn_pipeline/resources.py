@@ -12,6 +12,10 @@ from asn_pipeline.lookup.maxmind import MaxMindLookup
 from asn_pipeline.settings import Settings, normalise_db_url
 from asn_pipeline.store import Inventory
 
+# Dagster concurrency pool of every step that opens inventory connections; its limit is set in
+# the instance's dagster.yaml (concurrency.pools.default_limit).
+INVENTORY_POOL = "asn_inventory_db"
+
 
 class InventoryDatabase(dg.ConfigurableResource):
     """The inventory database (SQLite or PostgreSQL); its schema is applied before first use."""

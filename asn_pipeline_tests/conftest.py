@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
 import gzip
@@ -9,6 +10,7 @@ import json
 import os
 import uuid
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -222,35 +224,48 @@ def postgres_server() -> str:
     return url
 
 
-@pytest.fixture
-def postgres_schema(request) -> str:
-    """A fresh schema on the test server; its URL puts it first on the search path."""
-    base = request.getfixturevalue("postgres_server")
+@contextlib.contextmanager
+def fresh_schema(base_url: str) -> Iterator[str]:
+    """A new schema on the test server; the URL puts it first on the search path."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base)
+    admin = sa.create_engine(base_url)
     with admin.begin() as conn:
         conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    url = sa.engine.make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-    yield url.render_as_string(hide_password=False)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-    admin.dispose()
+    url = sa.engine.make_url(base_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+
+@pytest.fixture
+def postgres_schemas(postgres_server) -> Iterator[Callable[[], str]]:
+    """Makes fresh PostgreSQL schemas (as URLs), all dropped after the test."""
+    with contextlib.ExitStack() as stack:
+        yield lambda: stack.enter_context(fresh_schema(postgres_server))
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_url(request, tmp_path) -> str:
     """The inventory database: each test runs on SQLite and on PostgreSQL."""
     if request.param == "postgres":
-        return request.getfixturevalue("postgres_schema")
+        return request.getfixturevalue("postgres_schemas")()
     return f"sqlite:///{tmp_path / 'inventory.sqlite'}"
 
 
-@pytest.fixture
-def pipeline(tmp_path, monkeypatch, mmdb_files, logs, db_url) -> Pipeline:
+def configure(monkeypatch, db_url: str, logs: CowrieLogs, mmdb_files: dict[str, Path]) -> None:
+    """Point every ASN_PIPELINE_* variable at the test's database, logs and .mmdb files."""
     logs.root.mkdir(parents=True, exist_ok=True)
     monkeypatch.setenv("ASN_PIPELINE_DB_URL", db_url)
     monkeypatch.setenv("ASN_PIPELINE_LANDING_DIR", str(logs.root))
     monkeypatch.setenv("ASN_PIPELINE_MAXMIND_ASN_DB", str(mmdb_files["asn"]))
     monkeypatch.setenv("ASN_PIPELINE_MAXMIND_CITY_DB", str(mmdb_files["city"]))
+
+
+@pytest.fixture
+def pipeline(monkeypatch, mmdb_files, logs, db_url) -> Pipeline:
+    configure(monkeypatch, db_url, logs, mmdb_files)
     with dg.DagsterInstance.ephemeral() as instance:
         yield Pipeline(db_url, logs.root, instance)

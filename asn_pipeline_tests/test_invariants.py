@@ -115,6 +115,28 @@ def test_counters_equal_a_recomputation_from_the_logs(week: Pipeline):
     expected_stats = oracle.daily_stats(sessions).sort_index()
     pd.testing.assert_frame_equal(stats, expected_stats, check_names=False, check_dtype=False)
     assert stats["session_count"].sum() > 0 and stats["new_ip_count"].sum() > 0
+    for queue in ("stale_ips", "stale_asns", "stale_days"):
+        assert week.table(queue).empty, queue
+
+
+def test_the_checks_catch_a_derived_value_nobody_queued(week: Pipeline):
+    week.run(*DAYS)
+    week.execute(
+        "UPDATE ip_inventory SET session_count = session_count + 1 WHERE ip_address = '45.10.0.1'",
+        f"UPDATE asn_daily_stats SET new_ip_count = new_ip_count + 5 "
+        f"WHERE stat_date = '{DAYS[2].isoformat()}'",
+    )
+
+    # asn_statistics recomputes only what is queued, so the corruption stays for its checks.
+    [result] = week.run(DAYS[2], assets=["asn_statistics"], raise_on_error=False)
+
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert not evaluations["counters_match_facts"].passed
+    metadata = {k: v.value for k, v in evaluations["counters_match_facts"].metadata.items()}
+    assert metadata["ip_counter"] == 1 and metadata["day_statistics"] >= 1
+    assert metadata["asn_counter"] == 1  # its total no longer sums its addresses
+    assert metadata["pending_stale_keys"] == 0
+    assert evaluations["no_dangling_asn_references"].passed
 
 
 def test_rerunning_a_partition_changes_nothing(week: Pipeline):

@@ -9,12 +9,15 @@ from asn_pipeline.store.database import Inventory, run
 
 
 def counter_mismatches(inventory: Inventory, day: dt.date) -> dict[str, int]:
-    """Rows whose derived values differ from a recomputation from facts (invariant 1)."""
+    """Rows whose derived values differ from a recomputation from facts and are not queued for
+    one (invariant 1), and how many keys are queued (``pending_stale_keys``)."""
     with inventory.read() as conn:
-        return {
+        found = {
             name: run(conn, "audit", f"{name}_mismatches", day=day).scalar_one()
             for name in ("ip_counter", "asn_counter", "day_statistics")
         }
+        found["pending_stale_keys"] = run(conn, "audit", "pending_stale_keys").scalar_one()
+    return found
 
 
 def dangling_asn_references(inventory: Inventory) -> int:

@@ -1,4 +1,6 @@
 -- Invariant audits for one day (asset checks). Each returns the number of offending rows.
+-- A derived value may lag its facts only while its key is queued in stale_* (another run's write
+-- committed after this run's recomputation); a mismatch with no queued key is a violation.
 
 -- name: ip_counter_mismatches
 -- ip_inventory.session_count / first_seen / last_seen against the day's addresses' sessions.
@@ -13,9 +15,10 @@ SELECT count(*)
 FROM ip_inventory AS i
 JOIN day_ips AS d ON d.src_ip = i.ip_address
 LEFT JOIN expected AS e ON e.src_ip = i.ip_address
-WHERE i.session_count <> coalesce(e.n, 0)
-   OR i.first_seen IS DISTINCT FROM e.f
-   OR i.last_seen IS DISTINCT FROM e.l;
+WHERE (i.session_count <> coalesce(e.n, 0)
+       OR i.first_seen IS DISTINCT FROM e.f
+       OR i.last_seen IS DISTINCT FROM e.l)
+  AND NOT EXISTS (SELECT 1 FROM stale_ips AS q WHERE q.ip_address = i.ip_address);
 
 -- name: asn_counter_mismatches
 -- asn_inventory counters of the ASNs the day's addresses map to, against ip_inventory.
@@ -35,10 +38,11 @@ SELECT count(*)
 FROM asn_inventory AS a
 JOIN day_asns AS t ON t.asn_number = a.asn_number
 LEFT JOIN expected AS e ON e.asn_number = a.asn_number
-WHERE a.unique_ip_count <> coalesce(e.n, 0)
-   OR a.total_session_count <> coalesce(e.s, 0)
-   OR a.first_seen IS DISTINCT FROM e.f
-   OR a.last_seen IS DISTINCT FROM e.l;
+WHERE (a.unique_ip_count <> coalesce(e.n, 0)
+       OR a.total_session_count <> coalesce(e.s, 0)
+       OR a.first_seen IS DISTINCT FROM e.f
+       OR a.last_seen IS DISTINCT FROM e.l)
+  AND NOT EXISTS (SELECT 1 FROM stale_asns AS q WHERE q.asn_number = a.asn_number);
 
 -- name: day_statistics_mismatches
 WITH expected AS (
@@ -58,8 +62,11 @@ WITH expected AS (
 SELECT count(*)
 FROM expected AS e
 FULL OUTER JOIN actual AS a ON a.asn_number = e.asn_number
-WHERE e.asn_number IS NULL OR a.asn_number IS NULL
-   OR e.sc <> a.sc OR e.uc <> a.uc OR e.nc <> a.nc;
+WHERE (e.asn_number IS NULL OR a.asn_number IS NULL
+       OR e.sc <> a.sc OR e.uc <> a.uc OR e.nc <> a.nc)
+  AND NOT EXISTS (
+      SELECT 1 FROM stale_days AS q
+      WHERE q.stat_date = :day AND q.asn_number = coalesce(e.asn_number, a.asn_number));
 
 -- name: dangling_asn_references
 SELECT

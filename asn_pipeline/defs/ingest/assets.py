@@ -5,7 +5,7 @@ import dagster as dg
 from asn_pipeline.cowrie import files_for_day, parse_day
 from asn_pipeline.defs.partitions import daily_partitions
 from asn_pipeline.defs.reporting import counts_table
-from asn_pipeline.resources import InventoryDatabase, LandingDirectory
+from asn_pipeline.resources import INVENTORY_POOL, InventoryDatabase, LandingDirectory
 from asn_pipeline.store import sessions
 
 
@@ -15,6 +15,7 @@ from asn_pipeline.store import sessions
     kinds={"python", "sql"},
     owners=["team:honeypot-data"],
     tags={"domain": "ingest"},
+    pool=INVENTORY_POOL,
 )
 def cowrie_sessions(
     context: dg.AssetExecutionContext, inventory_db: InventoryDatabase, landing: LandingDirectory

@@ -5,12 +5,12 @@ import dagster as dg
 from asn_pipeline.defs.partitions import daily_partitions
 from asn_pipeline.defs.reporting import counts_table
 from asn_pipeline.lookup.enrich import Lookups, look_up
-from asn_pipeline.resources import InventoryDatabase, MaxMindDatabases
+from asn_pipeline.resources import INVENTORY_POOL, InventoryDatabase, MaxMindDatabases
 from asn_pipeline.store import derived
 from asn_pipeline.store import inventory as store
 
 
-@dg.op(ins={"cowrie_sessions": dg.In(dg.Nothing)}, tags={"kind": "lookup"})
+@dg.op(ins={"cowrie_sessions": dg.In(dg.Nothing)}, pool=INVENTORY_POOL)
 def lookup_addresses(
     context: dg.OpExecutionContext, inventory_db: InventoryDatabase, maxmind: MaxMindDatabases
 ) -> Lookups:
@@ -26,7 +26,7 @@ def lookup_addresses(
     return lookups
 
 
-@dg.op(out={"ip_summary": dg.Out(dict), "asn_inventory": dg.Out(dg.Nothing)})
+@dg.op(out={"ip_summary": dg.Out(dict), "asn_inventory": dg.Out(dg.Nothing)}, pool=INVENTORY_POOL)
 def upsert_inventory(
     context: dg.OpExecutionContext,
     lookups: Lookups,
@@ -73,7 +73,7 @@ def upsert_inventory(
     )
 
 
-@dg.op(out=dg.Out(dg.Nothing))
+@dg.op(out=dg.Out(dg.Nothing), pool=INVENTORY_POOL)
 def backfill_session_asns(
     context: dg.OpExecutionContext, ip_summary: dict, inventory_db: InventoryDatabase
 ):

@@ -4,7 +4,7 @@ import dagster as dg
 
 from asn_pipeline.defs.partitions import daily_partitions
 from asn_pipeline.defs.reporting import markdown_table
-from asn_pipeline.resources import InventoryDatabase
+from asn_pipeline.resources import INVENTORY_POOL, InventoryDatabase
 from asn_pipeline.store import derived
 
 TOP_ASNS = 10
@@ -17,6 +17,7 @@ TOP_ASNS = 10
     kinds={"python", "sql"},
     owners=["team:honeypot-data"],
     tags={"domain": "statistics"},
+    pool=INVENTORY_POOL,
 )
 def asn_statistics(
     context: dg.AssetExecutionContext, inventory_db: InventoryDatabase

@@ -1,0 +1,204 @@
+"""Concurrent partitions, killed processes, a Dagster instance on PostgreSQL (DESIGN §5.4, 5.5)."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import dagster as dg
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from asn_pipeline.settings import PROJECT_ROOT
+from asn_pipeline.store import Inventory, audit
+from asn_pipeline_tests.conftest import CowrieLogs, Pipeline, configure, ts
+from asn_pipeline_tests.test_invariants import DAYS, write_week
+
+REPEATS = 3
+KILLS = 6
+EMPTYING_ORDER = (
+    "asn_daily_stats",
+    "ip_asn_history",
+    "sessions",
+    "session_fragments",
+    "ip_inventory",
+    "asn_inventory",
+    "rejected_events",
+    "stale_ips",
+    "stale_asns",
+    "stale_days",
+)
+
+
+def start_partition(day, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "asn_pipeline_tests.run_partition", day.isoformat()],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def wait_until_ready(process: subprocess.Popen) -> float:
+    """Block until the child has loaded its definitions; return that moment."""
+    assert process.stdout.readline().strip() == b"ready"
+    return time.monotonic()
+
+
+def serial_snapshot(pipeline: Pipeline, monkeypatch, db_url: str, days) -> dict:
+    """The state one in-order, one-at-a-time pass leaves, in another database."""
+    serial = Pipeline(db_url, pipeline.landing, pipeline.instance)
+    monkeypatch.setenv("ASN_PIPELINE_DB_URL", db_url)
+    serial.run(*days)
+    monkeypatch.setenv("ASN_PIPELINE_DB_URL", pipeline.db_url)
+    return serial.snapshot()
+
+
+def other_database(pipeline: Pipeline, request, tmp_path, name: str) -> str:
+    if pipeline.backend == "postgres":
+        return request.getfixturevalue("postgres_schemas")()
+    return f"sqlite:///{tmp_path / f'{name}.sqlite'}"
+
+
+@pytest.mark.parametrize("repeat", range(REPEATS))
+def test_partitions_materialised_at_the_same_time_match_the_serial_result(
+    pipeline: Pipeline, logs: CowrieLogs, monkeypatch, request, tmp_path, repeat
+):
+    write_week(logs)  # every day shares the same addresses and ASNs
+    expected = serial_snapshot(
+        pipeline, monkeypatch, other_database(pipeline, request, tmp_path, "serial"), DAYS
+    )
+
+    # Every day at once, some twice, each in its own process, in a different order each time.
+    days = list(DAYS) + random.Random(repeat).sample(DAYS, 3)
+    random.Random(repeat).shuffle(days)
+    processes = [start_partition(day, {"ASN_PIPELINE_DB_URL": pipeline.db_url}) for day in days]
+    errors = [p.communicate(timeout=600)[1][-2000:] for p in processes]
+
+    assert [p.returncode for p in processes] == [0] * len(days), errors
+    assert pipeline.snapshot() == expected
+
+
+def big_day(logs: CowrieLogs, sessions: int = 6_000) -> None:
+    rng = random.Random(11)
+    addresses = [f"45.{10 + i % 3}.{i // 250}.{i % 250 + 1}" for i in range(3_000)]
+    for n in range(sessions):
+        start = ts(DAYS[0], rng.randint(0, 23), rng.randint(0, 59), rng.random() * 59)
+        logs.session(f"sensor-{n % 2}", f"k{n:06d}", rng.choice(addresses), start, events=3)
+    logs.write()
+
+
+APP = "asn_pipeline_kill_test"
+
+
+def holds_write_lock(pipeline: Pipeline) -> bool:
+    """Whether the child's connection holds the inventory write lock (is inside a write)."""
+    engine = sa.create_engine(pipeline.db_url)
+    try:
+        with engine.connect() as conn:
+            return bool(
+                conn.exec_driver_sql(
+                    "SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a USING (pid) "
+                    "WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = %s",
+                    (APP,),
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()
+
+
+def assert_consistent(pipeline: Pipeline) -> None:
+    """What any committed prefix of transactions must satisfy: no dangling reference, sessions
+    equal to the merge of their fragments, and every stale counter queued for recomputation."""
+    inventory = Inventory(pipeline.db_url)
+    try:
+        assert audit.dangling_asn_references(inventory) == 0
+    finally:
+        inventory.dispose()
+    fragments = pipeline.table("session_fragments")
+    sessions = pipeline.table("sessions").set_index(["sensor", "session_id"]).sort_index()
+    merged = fragments.groupby(["sensor", "session_id"]).agg(
+        ingest_date=("fragment_date", "min"),
+        first_event_at=("first_event_at", "min"),
+        last_event_at=("last_event_at", "max"),
+        event_count=("event_count", "sum"),
+    )
+    pd.testing.assert_frame_equal(sessions[merged.columns], merged.sort_index(), check_dtype=False)
+    counts = pipeline.table("sessions").groupby("src_ip").size()
+    ips = pipeline.table("ip_inventory").set_index("ip_address")
+    wrong = set(ips.index[ips["session_count"] != counts.reindex(ips.index, fill_value=0)])
+    assert wrong <= set(pipeline.table("stale_ips")["ip_address"])
+
+
+def test_a_process_killed_mid_write_leaves_a_consistent_state_and_the_rerun_completes(
+    pipeline: Pipeline, logs: CowrieLogs, monkeypatch, request, tmp_path
+):
+    big_day(logs)
+    expected = serial_snapshot(
+        pipeline, monkeypatch, other_database(pipeline, request, tmp_path, "serial"), DAYS[:1]
+    )
+    child_url = pipeline.db_url
+    if pipeline.backend == "postgres":  # name the child's sessions to see its locks
+        child_url = str(sa.engine.make_url(child_url).update_query_dict({"application_name": APP}))
+        child_url = sa.engine.make_url(child_url).render_as_string(hide_password=False)
+    env = {"ASN_PIPELINE_DB_URL": child_url}
+    timing = start_partition(DAYS[0], env)
+    ready = wait_until_ready(timing)
+    assert timing.wait(timeout=600) == 0
+    duration = time.monotonic() - ready  # of the execution, imports excluded
+
+    rng = random.Random(5)
+    killed, inside_write = 0, 0
+    for _ in range(KILLS):
+        # From empty each time, so every kill interrupts first-time writes of every step.
+        pipeline.execute(*(f"DELETE FROM {table}" for table in EMPTYING_ORDER))
+        process = start_partition(DAYS[0], env)
+        wait_until_ready(process)
+        time.sleep(rng.uniform(0.05, 0.95) * duration)
+        inside_write += pipeline.backend == "postgres" and holds_write_lock(pipeline)
+        process.send_signal(signal.SIGKILL)
+        killed += process.wait(timeout=60) == -signal.SIGKILL
+        assert_consistent(pipeline)
+
+    assert killed >= KILLS // 2
+    assert pipeline.backend == "sqlite" or inside_write >= 1
+    pipeline.run(DAYS[0])
+    assert pipeline.snapshot() == expected
+
+
+def test_a_dagster_instance_on_postgres_records_the_run(
+    logs: CowrieLogs, mmdb_files, tmp_path, monkeypatch, postgres_schemas
+):
+    inventory_url, dagster_url = postgres_schemas(), postgres_schemas()
+    configure(monkeypatch, inventory_url, logs, mmdb_files)
+    logs.session("sensor-a", "s1", "45.10.0.1", ts(DAYS[0], 9))
+    logs.write()
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    shutil.copy(PROJECT_ROOT / "dagster_home" / "postgres" / "dagster.yaml", dagster_home)
+    monkeypatch.setenv("DAGSTER_PG_URL", dagster_url)
+
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        on_postgres = Pipeline(inventory_url, logs.root, instance)
+        [result] = on_postgres.run(DAYS[0])
+        assert result.success
+        [run] = instance.get_runs()
+        assert run.status == dg.DagsterRunStatus.SUCCESS
+        assert run.tags["dagster/partition"] == DAYS[0].isoformat()
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+
+    engine = sa.create_engine(dagster_url)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM runs").scalar_one() == 1
+        materialised = conn.exec_driver_sql(
+            "SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'"
+        ).scalar_one()
+    engine.dispose()
+    assert materialised == 4
