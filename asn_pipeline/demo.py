@@ -84,7 +84,9 @@ def demo_networks() -> list[Network]:
     return networks
 
 
-def generate(directory: Path, seed: int = 2026) -> dict[str, Path]:
+def generate(
+    directory: Path, seed: int = 2026, days: tuple[dt.date, ...] = DEMO_DAYS
+) -> dict[str, Path]:
     """Write the demo landing directory and databases under ``directory``; return their paths."""
     rng = random.Random(seed)
     networks = demo_networks()
@@ -98,8 +100,8 @@ def generate(directory: Path, seed: int = 2026) -> dict[str, Path]:
 
     attackers = _attackers(rng, networks)
     ipv4_mapped = "::ffff:" + next(ip for ip, _ in attackers if ":" not in ip)
-    lines: dict[tuple[str, dt.date], list[bytes]] = {(s, d): [] for s in SENSORS for d in DEMO_DAYS}
-    for day in DEMO_DAYS:
+    lines: dict[tuple[str, dt.date], list[bytes]] = {(s, d): [] for s in SENSORS for d in days}
+    for day in days:
         for n in range(rng.randint(220, 320)):
             ip = rng.choices(attackers, weights=[w for _, w in attackers])[0][0]
             ip = ipv4_mapped if n == 0 else ip  # a dual-stack listener logs IPv4 like this
@@ -107,11 +109,11 @@ def generate(directory: Path, seed: int = 2026) -> dict[str, Path]:
             start = dt.datetime.combine(day, dt.time(), dt.UTC) + dt.timedelta(
                 seconds=rng.uniform(0, 86_399)
             )
-            if day != DEMO_DAYS[-1] and rng.random() < 0.03:  # spans midnight
+            if day != days[-1] and rng.random() < 0.03:  # spans midnight
                 start = dt.datetime.combine(day, dt.time(23, 59, 30), dt.UTC)
             for event in _session_events(rng, sensor, ip, start):
                 event_day = dt.date.fromisoformat(event["timestamp"][:10])
-                if event_day in DEMO_DAYS:
+                if event_day in days:
                     lines[(sensor, event_day)].append(orjson.dumps(event))
 
     for (sensor, day), day_lines in lines.items():

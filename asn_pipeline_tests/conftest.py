@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from asn_pipeline.defs.automation.jobs import DAILY_JOB
 from asn_pipeline.demo import Network, write_asn_mmdb, write_city_mmdb
+from asn_pipeline.store.report import DATA_TABLES, PROVENANCE_COLUMNS
 
 NETWORKS = [
     Network("45.10.0.0/16", 64496, "Example Hosting A", "NL"),
@@ -31,16 +32,6 @@ NETWORKS = [
 ]
 UNMAPPED_IP = "198.60.1.1"  # public, covered by no network above
 
-# Columns that record when/which run wrote a row; they legitimately differ between runs.
-PROVENANCE_COLUMNS = {
-    "enriched_at",
-    "enriched_by_run",
-    "updated_at",
-    "updated_by_run",
-    "first_observed",
-    "last_observed",
-    "ingested_by_run",
-}
 TIME_COLUMNS = {
     "first_event_at",
     "last_event_at",
@@ -53,15 +44,6 @@ TIME_COLUMNS = {
 }
 DATE_COLUMNS = {"ingest_date", "stat_date", "fragment_date"}
 DEFAULT_PG_URL = f"postgresql+psycopg2://{getpass.getuser()}@127.0.0.1:5432/test"
-TABLES = (
-    "sessions",
-    "session_fragments",
-    "ip_inventory",
-    "asn_inventory",
-    "asn_daily_stats",
-    "ip_asn_history",
-    "rejected_events",
-)
 
 
 def ts(day: dt.date, hour: int = 12, minute: int = 0, second: float = 0) -> dt.datetime:
@@ -181,7 +163,7 @@ class Pipeline:
     def snapshot(self) -> dict[str, list[tuple]]:
         """Every data table, sorted, without provenance columns: equal snapshots = equal state."""
         state = {}
-        for name in TABLES:
+        for name in DATA_TABLES:
             frame = self.table(name)
             frame = frame[[c for c in frame.columns if c not in PROVENANCE_COLUMNS]]
             rows = frame.astype(object).where(frame.notna(), None).itertuples(index=False)

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 
 from asn_pipeline.demo import Network, write_asn_mmdb
+from asn_pipeline.store import Inventory
+from asn_pipeline.store.report import table_checksums
 from asn_pipeline_tests import oracle
 from asn_pipeline_tests.conftest import NETWORKS, UNMAPPED_IP, CowrieLogs, Pipeline, ts
 
@@ -139,13 +141,26 @@ def test_the_checks_catch_a_derived_value_nobody_queued(week: Pipeline):
     assert evaluations["no_dangling_asn_references"].passed
 
 
+def checksums(pipeline: Pipeline) -> dict[str, tuple[int, str]]:
+    inventory = Inventory(pipeline.db_url)
+    try:
+        return table_checksums(inventory)
+    finally:
+        inventory.dispose()
+
+
 def test_rerunning_a_partition_changes_nothing(week: Pipeline):
     week.run(*DAYS)
-    before = week.snapshot()
+    before, before_sums = week.snapshot(), checksums(week)
 
     week.run(DAYS[2], DAYS[2], DAYS[0], *DAYS)
 
     assert week.snapshot() == before
+    assert checksums(week) == before_sums
+    week.execute("UPDATE asn_inventory SET organization_name = 'changed' WHERE asn_number = 64496")
+    changed = checksums(week)
+    assert changed["asn_inventory"] != before_sums["asn_inventory"]
+    assert changed["sessions"] == before_sums["sessions"]
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
