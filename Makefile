@@ -37,3 +37,4 @@ ui: $(STAMP)
 
 clean:
 	rm -rf data dagster_home/storage dagster_home/history dagster_home/schedules dagster_home/logs
+	rm -rf dagster_home/postgres/storage dagster_home/postgres/logs

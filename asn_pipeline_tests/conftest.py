@@ -1,4 +1,4 @@
-"""Shared fixtures: real Cowrie files, .mmdb files, SQLite inventory and Dagster runs."""
+"""Shared fixtures: real Cowrie files, .mmdb files, inventories and Dagster runs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DESIGN §5 invariants on a real SQLite inventory, through real Dagster runs."""
+"""DESIGN §5 invariants on real SQLite and PostgreSQL inventories, through real Dagster runs."""
 
 from __future__ import annotations
 

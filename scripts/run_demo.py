@@ -1,7 +1,8 @@
 """`make demo` and `make ui`: demo data, every demo partition through Dagster, a summary.
 
 Runs against the real Dagster instance in DAGSTER_HOME (dagster_home/ by default) and the
-embedded SQLite inventory, so the runs and materialisations show up in the UI afterwards.
+inventory of ASN_PIPELINE_DB_URL (the embedded SQLite file by default), so the runs and
+materialisations show up in the UI afterwards.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ SQLITE_BUSY_TIMEOUT_MS = 60_000
 # hold under any concurrency with no lock-ordering to get wrong; parsing and lookups, which take
 # most of the time, still run in parallel outside it.
 WRITE_LOCK_KEY = 0x61736E5F706970  # "asn_pip"
+_SCHEMA_APPLIED: set[str] = set()
 DDL_FOLDERS = {"sqlite": "sqlite", "postgresql": "postgres"}
 
 
@@ -39,7 +40,6 @@ class Inventory:
         self.engine: Engine = _create_engine(url)
         self.dialect = self.engine.dialect.name
         self.sql_folder = SQL_DIR / DDL_FOLDERS.get(self.dialect, self.dialect)
-        self._schema_ready = False
 
     @property
     def display_url(self) -> str:
@@ -47,8 +47,8 @@ class Inventory:
         return redact_url(self.url)
 
     def ensure_schema(self) -> None:
-        """Apply the DDL of ``sql/<dialect>/`` (idempotent)."""
-        if self._schema_ready:
+        """Apply the DDL of ``sql/<dialect>/`` (idempotent; once per database and process)."""
+        if self.url in _SCHEMA_APPLIED:
             return
         scripts = sorted(self.sql_folder.glob("0*.sql"))
         if not scripts:
@@ -57,7 +57,7 @@ class Inventory:
             for path in scripts:
                 for statement in _statements(path.read_text()):
                     conn.exec_driver_sql(statement)
-        self._schema_ready = True
+        _SCHEMA_APPLIED.add(self.url)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -205,4 +205,6 @@ def _create_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    # READ COMMITTED: a writer that waited for the advisory lock must see what the previous
+    # writer committed; a snapshot taken earlier (REPEATABLE READ) would not.
+    return sa.create_engine(url, pool_pre_ping=True, isolation_level="READ COMMITTED")
