@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 
 import dagster as dg
 import pandas as pd
@@ -21,7 +24,8 @@ from asn_pipeline_tests.conftest import CowrieLogs, Pipeline, configure, ts
 from asn_pipeline_tests.test_invariants import DAYS, write_week
 
 REPEATS = 3
-KILLS = 6
+KILLS = 6  # kills that land inside a write transaction
+MAX_ATTEMPTS = 20
 EMPTYING_ORDER = (
     "asn_daily_stats",
     "ip_asn_history",
@@ -98,20 +102,36 @@ def big_day(logs: CowrieLogs, sessions: int = 6_000) -> None:
 APP = "asn_pipeline_kill_test"
 
 
-def holds_write_lock(pipeline: Pipeline) -> bool:
-    """Whether the child's connection holds the inventory write lock (is inside a write)."""
-    engine = sa.create_engine(pipeline.db_url)
-    try:
-        with engine.connect() as conn:
-            return bool(
-                conn.exec_driver_sql(
-                    "SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a USING (pid) "
-                    "WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = %s",
-                    (APP,),
-                ).scalar_one()
-            )
-    finally:
-        engine.dispose()
+@contextlib.contextmanager
+def write_lock_probe(pipeline: Pipeline) -> Iterator[Callable[[], bool]]:
+    """A cheap test of whether a write transaction is in progress: the child's session holds the
+    advisory lock (PostgreSQL), or SQLite refuses this connection its write lock at once."""
+    if pipeline.backend == "sqlite":
+        conn = sqlite3.connect(pipeline.db_url.removeprefix("sqlite:///"), timeout=0)
+
+        def sqlite_probe() -> bool:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:
+                return True
+            conn.rollback()
+            return False
+
+        try:
+            yield sqlite_probe
+        finally:
+            conn.close()
+        return
+    engine = sa.create_engine(pipeline.db_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        yield lambda: bool(
+            conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a USING (pid) "
+                "WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = %s",
+                (APP,),
+            ).scalar_one()
+        )
+    engine.dispose()
 
 
 def assert_consistent(pipeline: Pipeline) -> None:
@@ -149,26 +169,38 @@ def test_a_process_killed_mid_write_leaves_a_consistent_state_and_the_rerun_comp
         child_url = str(sa.engine.make_url(child_url).update_query_dict({"application_name": APP}))
         child_url = sa.engine.make_url(child_url).render_as_string(hide_password=False)
     env = {"ASN_PIPELINE_DB_URL": child_url}
+    # A first, undisturbed run: when, after start, are write transactions open?
     timing = start_partition(DAYS[0], env)
     ready = wait_until_ready(timing)
-    assert timing.wait(timeout=600) == 0
-    duration = time.monotonic() - ready  # of the execution, imports excluded
+    writes = []
+    with write_lock_probe(pipeline) as writing:
+        while timing.poll() is None:
+            if writing():
+                writes.append(time.monotonic() - ready)
+            time.sleep(0.001)
+    assert timing.returncode == 0, timing.stderr.read()[-3000:]
+    assert writes
+    last_write = max(writes)
 
     rng = random.Random(5)
-    killed, inside_write = 0, 0
-    for _ in range(KILLS):
+    inside_write = 0
+    for _ in range(MAX_ATTEMPTS):
+        if inside_write == KILLS:
+            break
         # From empty each time, so every kill interrupts first-time writes of every step.
         pipeline.execute(*(f"DELETE FROM {table}" for table in EMPTYING_ORDER))
         process = start_partition(DAYS[0], env)
         wait_until_ready(process)
-        time.sleep(rng.uniform(0.05, 0.95) * duration)
-        inside_write += pipeline.backend == "postgres" and holds_write_lock(pipeline)
-        process.send_signal(signal.SIGKILL)
-        killed += process.wait(timeout=60) == -signal.SIGKILL
+        # A random point of the run, then the first moment a write transaction is open.
+        time.sleep(rng.uniform(0.0, 0.8) * last_write)
+        with write_lock_probe(pipeline) as writing:
+            while process.poll() is None and not writing():
+                time.sleep(0.001)
+            process.send_signal(signal.SIGKILL)
+        inside_write += process.wait(timeout=60) == -signal.SIGKILL
         assert_consistent(pipeline)
 
-    assert killed >= KILLS // 2
-    assert pipeline.backend == "sqlite" or inside_write >= 1
+    assert inside_write == KILLS, f"only {inside_write} kills landed inside a write"
     pipeline.run(DAYS[0])
     assert pipeline.snapshot() == expected
 

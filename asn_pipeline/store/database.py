@@ -63,8 +63,9 @@ class Inventory:
     def write(self) -> Iterator[Connection]:
         """One transaction that commits at the end of the block or rolls back on any error.
 
-        On SQLite the write lock is taken at the start (``BEGIN IMMEDIATE``), so concurrent writers
-        queue behind ``busy_timeout`` instead of failing on a lock upgrade.
+        It starts by taking the single write lock: PostgreSQL's advisory lock, or SQLite's own
+        (``BEGIN IMMEDIATE``, so concurrent writers queue behind ``busy_timeout`` instead of
+        failing on a lock upgrade).
         """
         with self.engine.begin() as conn:
             if self.dialect == "postgresql":
