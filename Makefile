@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 
-.PHONY: venv demo test lint format ui clean
+.PHONY: venv demo test lint format ui bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required (set PYTHON=...)") if sys.version_info < (3, 11) else None'
@@ -25,12 +25,17 @@ test: $(STAMP) lint
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check asn_pipeline asn_pipeline_tests scripts
-	$(VENV)/bin/ruff format --check asn_pipeline asn_pipeline_tests scripts
+	$(VENV)/bin/ruff check asn_pipeline asn_pipeline_tests scripts bench
+	$(VENV)/bin/ruff format --check asn_pipeline asn_pipeline_tests scripts bench
 
 format: $(STAMP)
-	$(VENV)/bin/ruff check --fix asn_pipeline asn_pipeline_tests scripts
-	$(VENV)/bin/ruff format asn_pipeline asn_pipeline_tests scripts
+	$(VENV)/bin/ruff check --fix asn_pipeline asn_pipeline_tests scripts bench
+	$(VENV)/bin/ruff format asn_pipeline asn_pipeline_tests scripts bench
+
+# The benchmark of docs/performance.md: minutes on first use (it generates the workload and the
+# history databases under bench/data/), results in bench/results/.
+bench: $(STAMP)
+	$(PY) -m bench.run
 
 ui: $(STAMP)
 	$(PY) scripts/run_demo.py --ui

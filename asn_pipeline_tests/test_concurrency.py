@@ -35,8 +35,9 @@ EMPTYING_ORDER = (
     "asn_inventory",
     "rejected_events",
     "stale_ips",
-    "stale_asns",
+    "stale_asn_deltas",
     "stale_days",
+    "asn_country_counts",
 )
 
 

@@ -117,7 +117,7 @@ def test_counters_equal_a_recomputation_from_the_logs(week: Pipeline):
     expected_stats = oracle.daily_stats(sessions).sort_index()
     pd.testing.assert_frame_equal(stats, expected_stats, check_names=False, check_dtype=False)
     assert stats["session_count"].sum() > 0 and stats["new_ip_count"].sum() > 0
-    for queue in ("stale_ips", "stale_asns", "stale_days"):
+    for queue in ("stale_ips", "stale_asn_deltas", "stale_days"):
         assert week.table(queue).empty, queue
 
 

@@ -23,6 +23,9 @@ from asn_pipeline.settings import PROJECT_ROOT, redact_url
 SQL_DIR = PROJECT_ROOT / "sql"
 _QUERY_NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+# Page cache per connection: whole-partition statements walk large indexes; the default 2 MiB
+# cache turns that into disk reads.
+SQLITE_CACHE_KIB = 256 * 1024
 # Every inventory write transaction on PostgreSQL holds this advisory lock (SQLite's BEGIN
 # IMMEDIATE is the same single-writer rule): write transactions are serial, so the invariants
 # hold under any concurrency with no lock-ordering to get wrong; parsing and lookups, which take
@@ -105,13 +108,20 @@ def bulk_insert(conn: Connection, table: str, columns: Sequence[str], rows: list
         return
     statement = sa.table(table, *(sa.column(c) for c in columns)).insert()
     compiled = str(statement.compile(dialect=conn.dialect))
-    conn.exec_driver_sql(compiled, [tuple(_sqlite_value(v) for v in row) for row in rows])
+    temporal = _temporal_columns(rows, len(columns))
+    if temporal:
+        rows = [
+            tuple(_sqlite_value(v) if i in temporal else v for i, v in enumerate(row))
+            for row in rows
+        ]
+    conn.connection.dbapi_connection.executemany(compiled, rows)
 
 
 def _copy_rows(conn: Connection, table: str, columns: Sequence[str], rows: list[tuple]) -> None:
     """COPY rows in PostgreSQL's text format, then refresh the planner's statistics of the table."""
+    cells = [_copy_column(values) for values in zip(*rows, strict=True)]
     buffer = io.StringIO()
-    buffer.writelines("\t".join(map(_copy_value, row)) + "\n" for row in rows)
+    buffer.writelines("\t".join(line) + "\n" for line in zip(*cells, strict=True))
     buffer.seek(0)
     preparer = conn.dialect.identifier_preparer
     column_list = ", ".join(preparer.quote(c) for c in columns)
@@ -119,6 +129,29 @@ def _copy_rows(conn: Connection, table: str, columns: Sequence[str], rows: list[
         cursor.copy_expert(f"COPY {preparer.quote(table)} ({column_list}) FROM STDIN", buffer)
         if table.startswith("w_"):
             cursor.execute(f"ANALYZE {preparer.quote(table)}")
+
+
+def _copy_column(values: tuple) -> list[str] | tuple[str, ...]:
+    """One column as COPY text cells; text needing no escapes passes through as it is."""
+    if all(type(v) is str for v in values):
+        text = "".join(values)
+        if not any(c in text for c in "\\\t\n\r"):
+            return values
+    return [_copy_value(v) for v in values]
+
+
+def _temporal_columns(rows: list[tuple], width: int) -> set[int]:
+    """Columns whose first non-null value is a date or time (SQLite stores those as text)."""
+    found, pending = set(), set(range(width))
+    for row in rows:
+        for i in list(pending):
+            if row[i] is not None:
+                pending.discard(i)
+                if isinstance(row[i], dt.date):
+                    found.add(i)
+        if not pending:
+            break
+    return found
 
 
 def _copy_value(value: object) -> str:
@@ -141,10 +174,14 @@ def _sqlite_value(value: object) -> object:
 
 def frame_rows(frame: pd.DataFrame, columns: Sequence[str]) -> list[tuple]:
     """Rows of a DataFrame as plain Python tuples (``None`` for missing), for ``bulk_insert``."""
-    subset = frame[list(columns)]
-    return list(
-        subset.astype(object).where(subset.notna(), None).itertuples(index=False, name=None)
-    )
+    values = []
+    for column in columns:
+        series = frame[column]
+        if series.hasnans:
+            values.append(series.astype(object).where(series.notna(), None).tolist())
+        else:
+            values.append(series.tolist())
+    return list(zip(*values, strict=True))
 
 
 @cache
@@ -198,6 +235,8 @@ def _create_engine(url: str) -> Engine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+            cursor.execute("PRAGMA temp_store=MEMORY")
             cursor.close()
 
         @sa.event.listens_for(engine, "begin")

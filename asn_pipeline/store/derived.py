@@ -1,8 +1,11 @@
-"""Derived values (counters, daily statistics), recomputed from facts for the keys queued as stale.
+"""Derived values: address counters, ASN counters and daily statistics.
 
-Writers queue keys in ``stale_ips``, ``stale_asns`` and ``stale_days`` in the same transaction
-as the facts they change; the functions here claim those keys, recompute and release them. Nothing
-is ever incremented, so a re-run or an out-of-order run cannot drift.
+Writers queue keys in ``stale_ips`` and ``stale_days`` in the same transaction as the facts they
+change; the functions here claim those keys, recompute them from the facts and release them. ASN
+counters are sums and extremes over addresses: every write that changes addresses queues, in
+``stale_asn_deltas``, the exact difference between the touched rows after and before it (or a full
+recomputation where a min/max cannot be maintained that way). Nothing is blindly incremented, so a
+re-run or an out-of-order run cannot drift, and the cost follows what a partition touches.
 """
 
 from __future__ import annotations
@@ -21,33 +24,51 @@ class StatisticsWritten:
     days_refreshed: int
 
 
-def refresh_ip_counters(conn: Connection) -> int:
-    """Recompute the counters of stale addresses; drop addresses left without sessions."""
-    claimed = run(conn, "derived", "claim_stale_ips").rowcount
-    for name in (
-        "release_stale_ips",
-        "mark_asns_of_claimed_ips",
-        "refresh_ip_counters",
-        "delete_ips_without_sessions",
-    ):
+def track_asn_changes(conn: Connection) -> None:
+    """Remember the rows of the touched addresses (``w_ips``) before a write changes them."""
+    run(conn, "derived", "capture_ip_before")
+
+
+def queue_asn_changes(conn: Connection) -> None:
+    """Queue, per ASN, the exact difference the write made to its addresses' rows."""
+    for name in ("queue_asn_deltas", "count_asn_countries", "forget_empty_country_counts"):
         run(conn, "derived", name)
-    return claimed
+
+
+def refresh_ip_counters(conn: Connection) -> None:
+    """Recompute the counters of the addresses in ``w_ips``; drop those left without sessions.
+
+    The caller brackets this with ``track_asn_changes``/``queue_asn_changes``.
+    """
+    run(conn, "derived", "refresh_ip_counters")
+    run(conn, "derived", "delete_ips_without_sessions")
+    run(conn, "derived", "release_stale_ips")
 
 
 def snapshot_session_asns(inventory: Inventory, day: dt.date) -> int:
     """Set ``sessions.asn_number`` of ``day``'s sessions to their address's current ASN."""
     with inventory.write() as conn:
+        changed = run(conn, "derived", "collect_snapshot_changes", day=day).rowcount
         run(conn, "derived", "mark_days_of_snapshot_changes", day=day)
-        return run(conn, "derived", "snapshot_session_asns", day=day).rowcount
+        run(conn, "derived", "snapshot_session_asns")
+    return changed
 
 
 def refresh_statistics(inventory: Inventory) -> StatisticsWritten:
-    """Recompute every stale ASN's counters and every stale (day, ASN) statistic."""
+    """Drain the queues: stale address counters, ASN counter changes, stale daily statistics."""
     with inventory.write() as conn:
+        run(conn, "derived", "claim_stale_ips")
+        track_asn_changes(conn)
         refresh_ip_counters(conn)
-        asns = run(conn, "derived", "claim_stale_asns").rowcount
-        run(conn, "derived", "release_stale_asns")
-        run(conn, "derived", "refresh_asn_counters")
+        queue_asn_changes(conn)
+        asns = run(conn, "derived", "claim_asn_deltas").rowcount
+        for name in (
+            "release_asn_deltas",
+            "apply_asn_deltas",
+            "recompute_asn_counters",
+            "refresh_asn_countries",
+        ):
+            run(conn, "derived", name)
         days = run(conn, "derived", "claim_stale_days").rowcount
         for name in ("release_stale_days", "delete_stale_day_stats", "insert_stale_day_stats"):
             run(conn, "derived", name)

@@ -9,7 +9,7 @@ import pandas as pd
 
 from asn_pipeline.lookup.enrich import LOOKUP_COLUMNS
 from asn_pipeline.store.database import Inventory, bulk_insert, frame_rows, run
-from asn_pipeline.store.derived import refresh_ip_counters
+from asn_pipeline.store.derived import queue_asn_changes, refresh_ip_counters, track_asn_changes
 
 
 @dataclass(frozen=True)
@@ -39,13 +39,10 @@ def upsert_lookups(
         bulk_insert(conn, "w_lookups", LOOKUP_COLUMNS, frame_rows(lookups, LOOKUP_COLUMNS))
         addresses, new_addresses, asn_changes = run(conn, "inventory", "lookup_summary").one()
         new_asns = run(conn, "inventory", "new_asns").scalar_one()
-        for name in (
-            "upsert_asns",
-            "mark_asns_of_lookups",
-            "upsert_ips",
-            "record_asn_history",
-            "mark_looked_up_ips",
-        ):
+        run(conn, "inventory", "collect_touched_ips")
+        track_asn_changes(conn)
+        for name in ("upsert_asns", "upsert_ips", "record_asn_history"):
             run(conn, "inventory", name, **params)
         refresh_ip_counters(conn)
+        queue_asn_changes(conn)
     return InventoryWritten(addresses or 0, new_addresses or 0, asn_changes or 0, new_asns)

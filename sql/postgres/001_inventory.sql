@@ -59,7 +59,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     PRIMARY KEY (sensor, session_id)
 );
 CREATE INDEX IF NOT EXISTS sessions_src_ip ON sessions (src_ip, ingest_date);
-CREATE INDEX IF NOT EXISTS sessions_day_asn ON sessions (ingest_date, asn_number);
+-- Covering for a day's statistics (by ASN) and its ASN snapshot (address, ASN).
+CREATE INDEX IF NOT EXISTS sessions_day_asn_ip ON sessions (ingest_date, asn_number, src_ip);
 
 CREATE TABLE IF NOT EXISTS asn_daily_stats (
     stat_date       date NOT NULL,
@@ -92,7 +93,25 @@ CREATE TABLE IF NOT EXISTS rejected_events (
 
 -- Keys whose derived values a committed write made stale (see the SQLite schema).
 CREATE TABLE IF NOT EXISTS stale_ips (ip_address text PRIMARY KEY);
-CREATE TABLE IF NOT EXISTS stale_asns (asn_number bigint PRIMARY KEY);
+-- ASNs whose counters changed, with the exact change: the sum of the touched addresses' rows
+-- after a write minus before it, and the earliest/latest times they brought. recompute = 1 when a
+-- removed row may have held the ASN's first_seen/last_seen, which a difference cannot restore.
+CREATE TABLE IF NOT EXISTS stale_asn_deltas (
+    asn_number    bigint PRIMARY KEY,
+    ip_delta      bigint NOT NULL,
+    session_delta bigint NOT NULL,
+    first_seen    timestamptz,
+    last_seen     timestamptz,
+    recompute     bigint NOT NULL
+);
+-- Addresses per (ASN, country): organization_country is the most common one, found without
+-- reading every address of the ASN.
+CREATE TABLE IF NOT EXISTS asn_country_counts (
+    asn_number   bigint NOT NULL,
+    country_code text NOT NULL,
+    ip_count     bigint NOT NULL,
+    PRIMARY KEY (asn_number, country_code)
+);
 CREATE TABLE IF NOT EXISTS stale_days (
     stat_date  date NOT NULL,
     asn_number bigint NOT NULL,

@@ -16,7 +16,58 @@ CREATE TEMP TABLE IF NOT EXISTS w_sessions (
 );
 CREATE TEMP TABLE IF NOT EXISTS w_ips (ip_address text PRIMARY KEY);
 CREATE TEMP TABLE IF NOT EXISTS w_first_dates (ip_address text PRIMARY KEY, first_date date NOT NULL);
-CREATE TEMP TABLE IF NOT EXISTS w_asns (asn_number bigint PRIMARY KEY);
+CREATE TEMP TABLE IF NOT EXISTS w_asn_deltas (
+    asn_number    bigint PRIMARY KEY,
+    ip_delta      bigint NOT NULL,
+    session_delta bigint NOT NULL,
+    first_seen    timestamptz,
+    last_seen     timestamptz,
+    recompute     bigint NOT NULL
+);
+CREATE TEMP TABLE IF NOT EXISTS w_ip_before (
+    ip_address    text PRIMARY KEY,
+    current_asn   bigint,
+    session_count bigint NOT NULL,
+    first_seen    timestamptz,
+    last_seen     timestamptz,
+    country_code  text
+);
+CREATE TEMP TABLE IF NOT EXISTS w_old_sessions (
+    sensor      text NOT NULL,
+    session_id  text NOT NULL,
+    src_ip      text NOT NULL,
+    ingest_date date NOT NULL,
+    asn_number  bigint,
+    PRIMARY KEY (sensor, session_id)
+);
+CREATE TEMP TABLE IF NOT EXISTS w_other_fragments (
+    sensor         text NOT NULL,
+    session_id     text NOT NULL,
+    fragment_date  date NOT NULL,
+    src_ip         text NOT NULL,
+    first_event_at timestamptz NOT NULL,
+    last_event_at  timestamptz NOT NULL,
+    event_count    bigint NOT NULL,
+    PRIMARY KEY (sensor, session_id, fragment_date)
+);
+CREATE TEMP TABLE IF NOT EXISTS w_merged (
+    sensor         text NOT NULL,
+    session_id     text NOT NULL,
+    src_ip         text NOT NULL,
+    ingest_date    date NOT NULL,
+    first_event_at timestamptz NOT NULL,
+    last_event_at  timestamptz NOT NULL,
+    event_count    bigint NOT NULL,
+    asn_number     bigint,
+    PRIMARY KEY (sensor, session_id)
+);
+CREATE TEMP TABLE IF NOT EXISTS w_snapshot (
+    sensor     text NOT NULL,
+    session_id text NOT NULL,
+    old_asn    bigint,
+    new_asn    bigint,
+    PRIMARY KEY (sensor, session_id)
+);
 CREATE TEMP TABLE IF NOT EXISTS w_days (
     stat_date  date NOT NULL,
     asn_number bigint NOT NULL,

@@ -42,7 +42,7 @@ WHERE (a.unique_ip_count <> coalesce(e.n, 0)
        OR a.total_session_count <> coalesce(e.s, 0)
        OR a.first_seen IS DISTINCT FROM e.f
        OR a.last_seen IS DISTINCT FROM e.l)
-  AND NOT EXISTS (SELECT 1 FROM stale_asns AS q WHERE q.asn_number = a.asn_number);
+  AND NOT EXISTS (SELECT 1 FROM stale_asn_deltas AS q WHERE q.asn_number = a.asn_number);
 
 -- name: day_statistics_mismatches
 WITH expected AS (
@@ -84,5 +84,5 @@ JOIN (SELECT DISTINCT src_ip FROM session_fragments WHERE fragment_date = :day) 
   ON d.src_ip = i.ip_address;
 
 -- name: pending_stale_keys
-SELECT (SELECT count(*) FROM stale_ips) + (SELECT count(*) FROM stale_asns)
+SELECT (SELECT count(*) FROM stale_ips) + (SELECT count(*) FROM stale_asn_deltas)
      + (SELECT count(*) FROM stale_days);

@@ -1,4 +1,8 @@
--- Derived values: recomputed from facts for the keys in stale_*, never incremented.
+-- Derived values. Address counters and daily statistics are recomputed from facts for the keys in
+-- stale_ips / stale_days. ASN counters are sums and extremes over addresses: each write that
+-- changes addresses (the set in w_ips) queues the exact difference it makes per ASN in
+-- stale_asn_deltas (rows after minus rows before), so refreshing an ASN costs what changed, not
+-- how many addresses it has; where a difference cannot give a min/max, the ASN is recomputed.
 
 -- name: claim_stale_ips
 INSERT INTO w_ips (ip_address) SELECT ip_address FROM stale_ips WHERE true ON CONFLICT DO NOTHING;
@@ -6,13 +10,13 @@ INSERT INTO w_ips (ip_address) SELECT ip_address FROM stale_ips WHERE true ON CO
 -- name: release_stale_ips
 DELETE FROM stale_ips WHERE ip_address IN (SELECT ip_address FROM w_ips);
 
--- name: mark_asns_of_claimed_ips
-INSERT INTO stale_asns (asn_number)
-SELECT i.current_asn
-FROM ip_inventory AS i
-JOIN w_ips AS w ON w.ip_address = i.ip_address
-WHERE i.current_asn IS NOT NULL
-ON CONFLICT DO NOTHING;
+-- name: capture_ip_before
+-- The touched addresses' rows before the write.
+INSERT INTO w_ip_before
+    (ip_address, current_asn, session_count, first_seen, last_seen, country_code)
+SELECT i.ip_address, i.current_asn, i.session_count, i.first_seen, i.last_seen, i.country_code
+FROM w_ips AS t
+JOIN ip_inventory AS i ON i.ip_address = t.ip_address;
 
 -- name: refresh_ip_counters
 -- session_count, first_seen and last_seen of an address: what its sessions say (attack time).
@@ -23,8 +27,8 @@ UPDATE ip_inventory SET
 FROM (
     SELECT s.src_ip, count(*) AS session_count,
            min(s.first_event_at) AS first_seen, max(s.last_event_at) AS last_seen
-    FROM sessions AS s
-    JOIN w_ips AS w ON w.ip_address = s.src_ip
+    FROM w_ips AS w
+    JOIN sessions AS s ON s.src_ip = w.ip_address
     GROUP BY s.src_ip
 ) AS c
 WHERE ip_inventory.ip_address = c.src_ip
@@ -37,65 +41,151 @@ DELETE FROM ip_inventory
 WHERE ip_address IN (SELECT ip_address FROM w_ips)
   AND NOT EXISTS (SELECT 1 FROM sessions AS s WHERE s.src_ip = ip_inventory.ip_address);
 
+-- name: queue_asn_deltas
+-- Per ASN: +1 and the counters of each touched address now in it, -1 and the counters of each
+-- touched address that was in it. A removed row that may have held the ASN's first_seen or
+-- last_seen (its value is at or beyond the ASN's, and the address left or moved inwards) makes
+-- the ASN recompute those from its addresses.
+INSERT INTO stale_asn_deltas
+    (asn_number, ip_delta, session_delta, first_seen, last_seen, recompute)
+SELECT asn_number, sum(ip_delta), sum(session_delta), min(first_seen), max(last_seen),
+       max(recompute)
+FROM (
+    SELECT a.current_asn AS asn_number, 1 AS ip_delta, a.session_count AS session_delta,
+           a.first_seen AS first_seen, a.last_seen AS last_seen, 0 AS recompute
+    FROM w_ips AS t
+    JOIN ip_inventory AS a ON a.ip_address = t.ip_address
+    WHERE a.current_asn IS NOT NULL
+    UNION ALL
+    SELECT b.current_asn, -1, -b.session_count, NULL, NULL,
+           CASE WHEN (b.first_seen IS NOT NULL
+                      AND (n.first_seen IS NULL OR b.first_seen <= n.first_seen)
+                      AND (a.current_asn IS DISTINCT FROM b.current_asn
+                           OR a.first_seen IS NULL OR a.first_seen > b.first_seen))
+                  OR (b.last_seen IS NOT NULL
+                      AND (n.last_seen IS NULL OR b.last_seen >= n.last_seen)
+                      AND (a.current_asn IS DISTINCT FROM b.current_asn
+                           OR a.last_seen IS NULL OR a.last_seen < b.last_seen))
+                THEN 1 ELSE 0 END
+    FROM w_ip_before AS b
+    JOIN asn_inventory AS n ON n.asn_number = b.current_asn
+    LEFT JOIN ip_inventory AS a ON a.ip_address = b.ip_address
+    WHERE b.current_asn IS NOT NULL
+) AS d
+GROUP BY asn_number
+ON CONFLICT (asn_number) DO UPDATE SET
+    ip_delta = stale_asn_deltas.ip_delta + excluded.ip_delta,
+    session_delta = stale_asn_deltas.session_delta + excluded.session_delta,
+    first_seen = CASE WHEN excluded.first_seen IS NULL THEN stale_asn_deltas.first_seen
+                      WHEN stale_asn_deltas.first_seen IS NULL
+                        OR excluded.first_seen < stale_asn_deltas.first_seen
+                      THEN excluded.first_seen ELSE stale_asn_deltas.first_seen END,
+    last_seen = CASE WHEN excluded.last_seen IS NULL THEN stale_asn_deltas.last_seen
+                     WHEN stale_asn_deltas.last_seen IS NULL
+                       OR excluded.last_seen > stale_asn_deltas.last_seen
+                     THEN excluded.last_seen ELSE stale_asn_deltas.last_seen END,
+    recompute = CASE WHEN excluded.recompute > stale_asn_deltas.recompute
+                     THEN excluded.recompute ELSE stale_asn_deltas.recompute END;
+
+-- name: count_asn_countries
+INSERT INTO asn_country_counts (asn_number, country_code, ip_count)
+SELECT asn_number, country_code, sum(delta)
+FROM (
+    SELECT a.current_asn AS asn_number, a.country_code AS country_code, 1 AS delta
+    FROM w_ips AS t
+    JOIN ip_inventory AS a ON a.ip_address = t.ip_address
+    WHERE a.current_asn IS NOT NULL AND a.country_code IS NOT NULL
+    UNION ALL
+    SELECT current_asn, country_code, -1
+    FROM w_ip_before
+    WHERE current_asn IS NOT NULL AND country_code IS NOT NULL
+) AS d
+GROUP BY asn_number, country_code
+ON CONFLICT (asn_number, country_code) DO UPDATE SET
+    ip_count = asn_country_counts.ip_count + excluded.ip_count;
+
+-- name: forget_empty_country_counts
+DELETE FROM asn_country_counts
+WHERE ip_count = 0
+  AND asn_number IN (SELECT current_asn FROM w_ip_before WHERE country_code IS NOT NULL);
+
 -- name: mark_days_of_snapshot_changes
 -- The day's sessions whose ASN snapshot is about to change: old and new ASN statistics.
 INSERT INTO stale_days (stat_date, asn_number)
 SELECT DISTINCT :day, asn_number FROM (
-    SELECT s.asn_number AS asn_number
-    FROM sessions AS s
-    LEFT JOIN ip_inventory AS i ON i.ip_address = s.src_ip
-    WHERE s.ingest_date = :day AND s.asn_number IS DISTINCT FROM i.current_asn
+    SELECT old_asn AS asn_number FROM w_snapshot
     UNION
-    SELECT i.current_asn
-    FROM sessions AS s
-    JOIN ip_inventory AS i ON i.ip_address = s.src_ip
-    WHERE s.ingest_date = :day AND s.asn_number IS DISTINCT FROM i.current_asn
+    SELECT new_asn FROM w_snapshot
 ) AS changed
 WHERE asn_number IS NOT NULL
 ON CONFLICT DO NOTHING;
 
+-- name: collect_snapshot_changes
+-- The day's sessions whose asn_number differs from their address's ASN now.
+INSERT INTO w_snapshot (sensor, session_id, old_asn, new_asn)
+SELECT s.sensor, s.session_id, s.asn_number, i.current_asn
+FROM sessions AS s
+LEFT JOIN ip_inventory AS i ON i.ip_address = s.src_ip
+WHERE s.ingest_date = :day AND s.asn_number IS DISTINCT FROM i.current_asn;
+
 -- name: snapshot_session_asns
 -- asn_number of the day's sessions := their address's ASN now (the backfill step).
-UPDATE sessions SET asn_number = (
-    SELECT i.current_asn FROM ip_inventory AS i WHERE i.ip_address = sessions.src_ip
-)
-WHERE ingest_date = :day
-  AND asn_number IS DISTINCT FROM (
-    SELECT i.current_asn FROM ip_inventory AS i WHERE i.ip_address = sessions.src_ip
-);
+UPDATE sessions SET asn_number = w.new_asn
+FROM w_snapshot AS w
+WHERE sessions.sensor = w.sensor AND sessions.session_id = w.session_id;
 
--- name: claim_stale_asns
-INSERT INTO w_asns (asn_number) SELECT asn_number FROM stale_asns WHERE true ON CONFLICT DO NOTHING;
+-- name: claim_asn_deltas
+INSERT INTO w_asn_deltas
+    (asn_number, ip_delta, session_delta, first_seen, last_seen, recompute)
+SELECT asn_number, ip_delta, session_delta, first_seen, last_seen, recompute
+FROM stale_asn_deltas;
 
--- name: release_stale_asns
-DELETE FROM stale_asns WHERE asn_number IN (SELECT asn_number FROM w_asns);
+-- name: release_asn_deltas
+DELETE FROM stale_asn_deltas WHERE asn_number IN (SELECT asn_number FROM w_asn_deltas);
 
--- name: refresh_asn_counters
--- Counters of an ASN: what the addresses currently mapped to it say. Its country, when a City
--- database is configured: the most common country of those addresses.
+-- name: apply_asn_deltas
+UPDATE asn_inventory SET
+    unique_ip_count = asn_inventory.unique_ip_count + d.ip_delta,
+    total_session_count = asn_inventory.total_session_count + d.session_delta,
+    first_seen = CASE WHEN d.first_seen IS NULL THEN asn_inventory.first_seen
+                      WHEN asn_inventory.first_seen IS NULL OR d.first_seen < asn_inventory.first_seen
+                      THEN d.first_seen ELSE asn_inventory.first_seen END,
+    last_seen = CASE WHEN d.last_seen IS NULL THEN asn_inventory.last_seen
+                     WHEN asn_inventory.last_seen IS NULL OR d.last_seen > asn_inventory.last_seen
+                     THEN d.last_seen ELSE asn_inventory.last_seen END
+FROM w_asn_deltas AS d
+WHERE asn_inventory.asn_number = d.asn_number AND d.recompute = 0;
+
+-- name: recompute_asn_counters
+-- Counters of an ASN from all the addresses currently mapped to it.
 UPDATE asn_inventory SET
     unique_ip_count = c.unique_ip_count,
     total_session_count = c.total_session_count,
     first_seen = c.first_seen,
-    last_seen = c.last_seen,
-    organization_country = c.country
+    last_seen = c.last_seen
 FROM (
     SELECT w.asn_number,
            count(i.ip_address) AS unique_ip_count,
            coalesce(sum(i.session_count), 0) AS total_session_count,
            min(i.first_seen) AS first_seen,
-           max(i.last_seen) AS last_seen,
-           (SELECT m.country_code
-              FROM ip_inventory AS m
-             WHERE m.current_asn = w.asn_number AND m.country_code IS NOT NULL
-             GROUP BY m.country_code
-             ORDER BY count(*) DESC, m.country_code
-             LIMIT 1) AS country
-    FROM w_asns AS w
+           max(i.last_seen) AS last_seen
+    FROM w_asn_deltas AS w
     LEFT JOIN ip_inventory AS i ON i.current_asn = w.asn_number
+    WHERE w.recompute = 1
     GROUP BY w.asn_number
 ) AS c
 WHERE asn_inventory.asn_number = c.asn_number;
+
+-- name: refresh_asn_countries
+-- Its country, when a City database is configured: the most common country of its addresses.
+UPDATE asn_inventory SET organization_country = (
+    SELECT c.country_code
+    FROM asn_country_counts AS c
+    WHERE c.asn_number = asn_inventory.asn_number AND c.ip_count > 0
+    ORDER BY c.ip_count DESC, c.country_code
+    LIMIT 1
+)
+WHERE asn_number IN (SELECT asn_number FROM w_asn_deltas);
 
 -- name: claim_stale_days
 INSERT INTO w_days (stat_date, asn_number)
@@ -124,8 +214,8 @@ SELECT s.ingest_date, s.asn_number, count(*), count(DISTINCT s.src_ip),
                                SELECT 1 FROM sessions AS p
                                WHERE p.src_ip = s.src_ip AND p.ingest_date < s.ingest_date)
                            THEN s.src_ip END)
-FROM sessions AS s
-JOIN w_days AS w ON w.stat_date = s.ingest_date AND w.asn_number = s.asn_number
+FROM w_days AS w
+JOIN sessions AS s ON s.ingest_date = w.stat_date AND s.asn_number = w.asn_number
 GROUP BY s.ingest_date, s.asn_number;
 
 -- name: day_statistics

@@ -3,6 +3,13 @@
 -- name: day_addresses
 SELECT DISTINCT src_ip FROM session_fragments WHERE fragment_date = :day ORDER BY src_ip;
 
+-- name: collect_touched_ips
+-- The addresses this write may change: the looked-up ones and any queued for a counter refresh.
+INSERT INTO w_ips (ip_address)
+SELECT ip_address FROM w_lookups
+UNION
+SELECT ip_address FROM stale_ips;
+
 -- name: upsert_asns
 -- ASN rows first, so every current_asn written below already exists (referential integrity).
 INSERT INTO asn_inventory (asn_number, organization_name, name_source, updated_at, updated_by_run)
@@ -17,19 +24,6 @@ ON CONFLICT (asn_number) DO UPDATE SET
     updated_by_run = excluded.updated_by_run
 WHERE excluded.organization_name IS NOT NULL
   AND excluded.organization_name IS DISTINCT FROM asn_inventory.organization_name;
-
--- name: mark_asns_of_lookups
--- Both the ASN an address leaves and the one it joins get their counters recomputed.
-INSERT INTO stale_asns (asn_number)
-SELECT asn_number FROM (
-    SELECT i.current_asn AS asn_number
-    FROM ip_inventory AS i
-    JOIN w_lookups AS l ON l.ip_address = i.ip_address
-    UNION
-    SELECT asn_number FROM w_lookups
-) AS touched
-WHERE asn_number IS NOT NULL
-ON CONFLICT DO NOTHING;
 
 -- name: upsert_ips
 INSERT INTO ip_inventory
@@ -60,11 +54,6 @@ WHERE asn_number IS NOT NULL
 ON CONFLICT (ip_address, asn_number, source) DO UPDATE SET
     last_observed = excluded.last_observed,
     build_epoch = excluded.build_epoch;
-
--- name: mark_looked_up_ips
-INSERT INTO stale_ips (ip_address)
-SELECT ip_address FROM w_lookups WHERE true
-ON CONFLICT DO NOTHING;
 
 -- name: lookup_summary
 SELECT

@@ -59,7 +59,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     PRIMARY KEY (sensor, session_id)
 );
 CREATE INDEX IF NOT EXISTS sessions_src_ip ON sessions (src_ip, ingest_date);
-CREATE INDEX IF NOT EXISTS sessions_day_asn ON sessions (ingest_date, asn_number);
+-- Covering for a day's statistics (by ASN) and its ASN snapshot (address, ASN).
+CREATE INDEX IF NOT EXISTS sessions_day_asn_ip ON sessions (ingest_date, asn_number, src_ip);
 
 CREATE TABLE IF NOT EXISTS asn_daily_stats (
     stat_date       TEXT NOT NULL,
@@ -93,7 +94,25 @@ CREATE TABLE IF NOT EXISTS rejected_events (
 -- Keys whose derived values (counters, daily statistics) a committed write made stale. Writers add
 -- them in the same transaction as the facts they change; asn_statistics recomputes and removes them.
 CREATE TABLE IF NOT EXISTS stale_ips (ip_address TEXT PRIMARY KEY);
-CREATE TABLE IF NOT EXISTS stale_asns (asn_number INTEGER PRIMARY KEY);
+-- ASNs whose counters changed, with the exact change: the sum of the touched addresses' rows
+-- after a write minus before it, and the earliest/latest times they brought. recompute = 1 when a
+-- removed row may have held the ASN's first_seen/last_seen, which a difference cannot restore.
+CREATE TABLE IF NOT EXISTS stale_asn_deltas (
+    asn_number    INTEGER PRIMARY KEY,
+    ip_delta      INTEGER NOT NULL,
+    session_delta INTEGER NOT NULL,
+    first_seen    TEXT,
+    last_seen     TEXT,
+    recompute     INTEGER NOT NULL
+);
+-- Addresses per (ASN, country): organization_country is the most common one, found without
+-- reading every address of the ASN.
+CREATE TABLE IF NOT EXISTS asn_country_counts (
+    asn_number   INTEGER NOT NULL,
+    country_code TEXT NOT NULL,
+    ip_count     INTEGER NOT NULL,
+    PRIMARY KEY (asn_number, country_code)
+);
 CREATE TABLE IF NOT EXISTS stale_days (
     stat_date  TEXT NOT NULL,
     asn_number INTEGER NOT NULL,

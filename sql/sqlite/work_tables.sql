@@ -16,7 +16,58 @@ CREATE TEMP TABLE IF NOT EXISTS w_sessions (
 );
 CREATE TEMP TABLE IF NOT EXISTS w_ips (ip_address TEXT PRIMARY KEY);
 CREATE TEMP TABLE IF NOT EXISTS w_first_dates (ip_address TEXT PRIMARY KEY, first_date TEXT NOT NULL);
-CREATE TEMP TABLE IF NOT EXISTS w_asns (asn_number INTEGER PRIMARY KEY);
+CREATE TEMP TABLE IF NOT EXISTS w_asn_deltas (
+    asn_number    INTEGER PRIMARY KEY,
+    ip_delta      INTEGER NOT NULL,
+    session_delta INTEGER NOT NULL,
+    first_seen    TEXT,
+    last_seen     TEXT,
+    recompute     INTEGER NOT NULL
+);
+CREATE TEMP TABLE IF NOT EXISTS w_ip_before (
+    ip_address    TEXT PRIMARY KEY,
+    current_asn   INTEGER,
+    session_count INTEGER NOT NULL,
+    first_seen    TEXT,
+    last_seen     TEXT,
+    country_code  TEXT
+);
+CREATE TEMP TABLE IF NOT EXISTS w_old_sessions (
+    sensor      TEXT NOT NULL,
+    session_id  TEXT NOT NULL,
+    src_ip      TEXT NOT NULL,
+    ingest_date TEXT NOT NULL,
+    asn_number  INTEGER,
+    PRIMARY KEY (sensor, session_id)
+);
+CREATE TEMP TABLE IF NOT EXISTS w_other_fragments (
+    sensor         TEXT NOT NULL,
+    session_id     TEXT NOT NULL,
+    fragment_date  TEXT NOT NULL,
+    src_ip         TEXT NOT NULL,
+    first_event_at TEXT NOT NULL,
+    last_event_at  TEXT NOT NULL,
+    event_count    INTEGER NOT NULL,
+    PRIMARY KEY (sensor, session_id, fragment_date)
+);
+CREATE TEMP TABLE IF NOT EXISTS w_merged (
+    sensor         TEXT NOT NULL,
+    session_id     TEXT NOT NULL,
+    src_ip         TEXT NOT NULL,
+    ingest_date    TEXT NOT NULL,
+    first_event_at TEXT NOT NULL,
+    last_event_at  TEXT NOT NULL,
+    event_count    INTEGER NOT NULL,
+    asn_number     INTEGER,
+    PRIMARY KEY (sensor, session_id)
+);
+CREATE TEMP TABLE IF NOT EXISTS w_snapshot (
+    sensor     TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    old_asn    INTEGER,
+    new_asn    INTEGER,
+    PRIMARY KEY (sensor, session_id)
+);
 CREATE TEMP TABLE IF NOT EXISTS w_days (
     stat_date  TEXT NOT NULL,
     asn_number INTEGER NOT NULL,

@@ -1,0 +1,185 @@
+"""One measurement, in a process of its own so that its peak RSS is its own.
+
+    python -m bench.measure {stages,dagster,references,baseline} WORKLOAD_DIR DB_URL
+
+Prints one JSON object (seconds per part, peak RSS in MiB) as its last line. The run database
+must already hold the history (``bench.history``); ``bench.run`` resets it between runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+from bench.workload import Shape, Workload
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("what", choices=["stages", "dagster", "references", "baseline"])
+    parser.add_argument("workload", type=Path)
+    parser.add_argument("db_url")
+    parser.add_argument("--baseline-addresses", type=int, default=None)
+    args = parser.parse_args()
+    shape = Shape(**json.loads((args.workload / "complete").read_text()))
+    workload = Workload(shape, args.workload)
+    result = MEASURES[args.what](workload, args.db_url, args)
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+def measure_stages(workload: Workload, db_url: str, _args: argparse.Namespace) -> dict:
+    """The pipeline's domain code, step by step, as the assets call it, without Dagster."""
+    from asn_pipeline.cowrie import files_for_day, parse_day
+    from asn_pipeline.lookup.enrich import look_up
+    from asn_pipeline.lookup.maxmind import MaxMindLookup
+    from asn_pipeline.store import Inventory, audit, derived, sessions
+    from asn_pipeline.store import inventory as store
+
+    inventory = Inventory(db_url)
+    inventory.ensure_schema()
+    day, run_id = workload.day, "bench"
+    timer = _Timer()
+    with timer("parse"):
+        parsed = parse_day(files_for_day(workload.landing, day))
+    with timer("write_sessions"):
+        sessions.replace_day(inventory, day, parsed.fragments, parsed.rejected, run_id)
+    with timer("lookup"):
+        addresses = store.day_addresses(inventory, day)
+        maxmind = MaxMindLookup(workload.asn_db)
+        lookups = look_up(addresses, maxmind)
+        maxmind.close()
+    with timer("upsert_inventory"):
+        store.upsert_lookups(inventory, lookups.addresses, run_id, dt.datetime.now(dt.UTC))
+    with timer("snapshot_sessions"):
+        derived.snapshot_session_asns(inventory, day)
+    with timer("statistics"):
+        derived.refresh_statistics(inventory)
+        derived.day_statistics(inventory, day)
+    found = audit.counter_mismatches(inventory, day)
+    found["dangling_asn_references"] = audit.dangling_asn_references(inventory)
+    inventory.dispose()
+    return {
+        "seconds": timer.seconds,
+        "audit": found,
+        "events": parsed.events_read,
+        "sessions": len(parsed.fragments),
+        "addresses": len(addresses),
+        "rejected": len(parsed.rejected),
+    }
+
+
+def measure_dagster(workload: Workload, db_url: str, _args: argparse.Namespace) -> dict:
+    """The four assets materialised in process by Dagster, as a user's run would."""
+    os.environ.update(
+        {
+            "ASN_PIPELINE_DB_URL": db_url,
+            "ASN_PIPELINE_LANDING_DIR": str(workload.landing),
+            "ASN_PIPELINE_MAXMIND_ASN_DB": str(workload.asn_db),
+        }
+    )
+    os.environ.pop("ASN_PIPELINE_MAXMIND_CITY_DB", None)
+    import dagster as dg
+
+    from asn_pipeline.definitions import defs
+    from asn_pipeline.defs.automation.jobs import DAILY_JOB
+
+    timer = _Timer()
+    with timer("load_definitions"):
+        job = defs().resolve_job_def(DAILY_JOB)
+    quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+    with dg.DagsterInstance.ephemeral() as instance, timer("materialise"):
+        result = job.execute_in_process(
+            partition_key=workload.day.isoformat(), instance=instance, run_config=quiet
+        )
+    assert result.success
+    steps = {
+        event.step_key: event.event_specific_data.duration_ms / 1000
+        for event in result.all_events
+        if event.is_step_success
+    }
+    return {"seconds": timer.seconds, "steps": steps}
+
+
+def measure_references(workload: Workload, db_url: str, _args: argparse.Namespace) -> dict:
+    """What the machine does with the same data and no pipeline: parse, look up, bulk write."""
+    from asn_pipeline.cowrie import files_for_day, parse_day
+    from asn_pipeline.lookup.enrich import LOOKUP_COLUMNS, look_up
+    from asn_pipeline.lookup.maxmind import MaxMindLookup
+    from bench import references
+
+    files = files_for_day(workload.landing, workload.day)
+    addresses = workload.addresses()
+    parse = references.orjson_parse([f.path for f in files])
+    lookups = references.maxminddb_lookups(str(workload.asn_db), addresses)
+    parsed = parse_day(files)
+    maxmind = MaxMindLookup(workload.asn_db)
+    looked_up = look_up(addresses, maxmind).addresses
+    maxmind.close()
+    fragments = parsed.fragments.copy()
+    tables = {
+        "sessions": fragments,
+        "ip_inventory": looked_up[LOOKUP_COLUMNS],
+        "asn_inventory": looked_up.dropna(subset=["asn_number"])
+        .groupby("asn_number", as_index=False)["organization_name"]
+        .max(),
+    }
+    keys = {
+        "sessions": ["sensor", "session_id"],
+        "ip_inventory": ["ip_address"],
+        "asn_inventory": ["asn_number"],
+    }
+    write = references.copy_upsert(db_url, tables, keys)
+    statistics = references.group_by_day(db_url, workload.day)
+    return {
+        "seconds": {
+            "parse": parse["seconds"],
+            "lookup": lookups["seconds"],
+            "upserts": write["seconds"],
+            "statistics": statistics["seconds"],
+        },
+        "rows_written": write["rows"],
+    }
+
+
+def measure_baseline(workload: Workload, db_url: str, args: argparse.Namespace) -> dict:
+    """The predecessor's per-address ORM cascade on the day's addresses."""
+    from bench.baseline import run_baseline
+
+    addresses = workload.addresses()
+    if args.baseline_addresses:
+        addresses = addresses[: args.baseline_addresses]
+    return run_baseline(db_url, addresses, str(workload.asn_db))
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, name: str) -> _Timer:
+        self._name = name
+        return self
+
+    def __enter__(self) -> None:
+        self._start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds[self._name] = time.perf_counter() - self._start
+
+
+MEASURES = {
+    "stages": measure_stages,
+    "dagster": measure_dagster,
+    "references": measure_references,
+    "baseline": measure_baseline,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())
