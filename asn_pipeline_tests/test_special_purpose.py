@@ -12,6 +12,7 @@ from asn_pipeline.lookup.special_purpose import (
     IPV6_BLOCKS,
     canonical_ip,
     classify,
+    classify_all,
     is_bogon,
 )
 
@@ -136,3 +137,40 @@ def test_addresses_have_one_canonical_text_form(text, canonical):
 def test_non_addresses_are_refused(text):
     with pytest.raises(ValueError):
         canonical_ip(text)
+
+
+def block_edges() -> list[str]:
+    """Each pinned block's first and last address and their neighbours outside it."""
+    edges = []
+    for cidr, _ in (*IPV4_BLOCKS, *IPV6_BLOCKS):
+        network = ipaddress.ip_network(cidr)
+        first, last = int(network.network_address), int(network.broadcast_address)
+        top = 2**network.max_prefixlen - 1
+        kind = ipaddress.IPv4Address if network.version == 4 else ipaddress.IPv6Address
+        for value in sorted({max(first - 1, 0), first, last, min(last + 1, top)}):
+            edges.append(str(kind(value)))
+    return edges
+
+
+def test_classifying_a_whole_day_agrees_with_classifying_one_address():
+    ips = [
+        *block_edges(),
+        "8.8.8.8",
+        "2a01:1000::5",
+        "::ffff:1.2.3.4",  # not canonical, but an address: ipv4_mapped
+        "fe80::1%eth0",  # a scope id, which inet_pton refuses and ipaddress reads
+        "0.0.0.0",
+    ]
+    parsed = classify_all(ips)
+    assert list(parsed.classes) == [classify(ip) for ip in ips]
+    for row, ip in enumerate(ips):
+        address = ipaddress.ip_address(ip)
+        assert parsed.versions[row] == address.version
+        value = parsed.ipv4[row] if address.version == 4 else parsed.ipv6[row]
+        assert value == int(address)
+
+
+@pytest.mark.parametrize("text", ["1.2.3", "01.2.3.4", "1.2.3.4 ", "gggg::1", "45.10.0.1/24"])
+def test_classifying_a_whole_day_refuses_what_ipaddress_refuses(text):
+    with pytest.raises(ValueError):
+        classify_all(["8.8.8.8", text])

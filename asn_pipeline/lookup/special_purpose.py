@@ -13,7 +13,12 @@ from __future__ import annotations
 
 import ipaddress
 from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
+from socket import AF_INET, AF_INET6, inet_pton
+
+import numpy as np
 
 GLOBAL = "global"
 
@@ -115,6 +120,22 @@ class _IntervalTable:
 
 
 _TABLES = {4: _IntervalTable.build(IPV4_BLOCKS), 6: _IntervalTable.build(IPV6_BLOCKS)}
+# The IPv4 table as arrays, to label many addresses in one search; the last label is for misses.
+_IPV4_STARTS = np.array(_TABLES[4].starts, dtype=np.int64)
+_IPV4_ENDS = np.array(_TABLES[4].ends, dtype=np.int64)
+_IPV4_LABELS = np.array([*_TABLES[4].labels, GLOBAL], dtype=object)
+_inet_pton4 = partial(inet_pton, AF_INET)
+_NO_IPV4 = bytes(4)
+
+
+@dataclass(frozen=True)
+class ParsedAddresses:
+    """Addresses parsed once: version, integer value and ``ip_class`` of each, in input order."""
+
+    versions: np.ndarray  # int64: 4 or 6
+    ipv4: np.ndarray  # int64 value of each IPv4 address, 0 on IPv6 rows
+    ipv6: dict[int, int]  # row -> value of each IPv6 address (128 bits do not fit numpy)
+    classes: np.ndarray  # object: GLOBAL or the special-purpose block's name
 
 
 def canonical_ip(text: str) -> str:
@@ -137,3 +158,36 @@ def classify(ip: str) -> str:
 def is_bogon(ip: str) -> bool:
     """True when the address must never be enriched (DESIGN invariant 6)."""
     return classify(ip) != GLOBAL
+
+
+def classify_all(ips: Sequence[str]) -> ParsedAddresses:
+    """What ``classify`` says of each address, and its value, for a whole day at once.
+
+    ``inet_pton`` reads address text many times faster than ``ipaddress`` and accepts nothing
+    that ``ipaddress`` refuses; should it refuse an address (an IPv6 scope id, say), ``ipaddress``
+    reads them all and decides. IPv4 addresses, nearly all of them, are labelled in one search.
+    """
+    try:
+        # Four zero bytes stand in for each IPv6 address, read on its own below.
+        ipv4 = _ipv4_values([_NO_IPV4 if ":" in ip else _inet_pton4(ip) for ip in ips])
+        ipv6 = {
+            row: int.from_bytes(inet_pton(AF_INET6, ips[row]), "big")
+            for row in np.flatnonzero(ipv4 == 0).tolist()
+            if ":" in ips[row]
+        }
+    except (OSError, TypeError, ValueError):
+        addresses = [ipaddress.ip_address(ip) for ip in ips]
+        ipv4 = _ipv4_values([a.packed if a.version == 4 else _NO_IPV4 for a in addresses])
+        ipv6 = {row: int(a) for row, a in enumerate(addresses) if a.version == 6}
+    i = np.searchsorted(_IPV4_STARTS, ipv4, side="right") - 1
+    classes = _IPV4_LABELS[np.where((i >= 0) & (ipv4 <= _IPV4_ENDS[i]), i, -1)]
+    versions = np.full(len(ipv4), 4, dtype=np.int64)
+    if ipv6:
+        rows = list(ipv6)
+        versions[rows] = 6
+        classes[rows] = [_TABLES[6].label(value) for value in ipv6.values()]
+    return ParsedAddresses(versions, ipv4, ipv6, classes)
+
+
+def _ipv4_values(packed: list[bytes]) -> np.ndarray:
+    return np.frombuffer(b"".join(packed), dtype=">u4").astype(np.int64)
