@@ -44,6 +44,7 @@ class Settings:
     cymru: str
     cymru_nameservers: tuple[Nameserver, ...]
     start_date: str
+    parse_workers: int | None = None
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -65,6 +66,7 @@ class Settings:
             cymru=_cymru(get("ASN_PIPELINE_CYMRU")),
             cymru_nameservers=_nameservers(get("ASN_PIPELINE_CYMRU_NAMESERVERS")),
             start_date=_date("ASN_PIPELINE_START_DATE", get("ASN_PIPELINE_START_DATE")),
+            parse_workers=_workers("ASN_PIPELINE_PARSE_WORKERS", get("ASN_PIPELINE_PARSE_WORKERS")),
         )
 
 
@@ -167,3 +169,11 @@ def _date(variable: str, value: str | None) -> str:
         return dt.date.fromisoformat(value).isoformat()
     except ValueError:
         raise ConfigurationError(variable, value, "expected a date as YYYY-MM-DD") from None
+
+
+def _workers(variable: str, value: str | None) -> int | None:
+    if value is None:
+        return None
+    if not value.isdigit() or not 1 <= int(value) <= 256:
+        raise ConfigurationError(variable, value, "expected a whole number of processes, 1 to 256")
+    return int(value)

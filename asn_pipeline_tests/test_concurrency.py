@@ -135,6 +135,23 @@ def write_lock_probe(pipeline: Pipeline) -> Iterator[Callable[[], bool]]:
     engine.dispose()
 
 
+def count_writes(
+    process: subprocess.Popen, writing: Callable[[], bool], stop_inside: int | None = None
+) -> int:
+    """Count the write transactions the probe sees open while ``process`` runs; with
+    ``stop_inside``, return as soon as that one (1-based) is open."""
+    seen, inside = 0, False
+    while process.poll() is None:
+        now = writing()
+        if now and not inside:
+            seen += 1
+            if seen == stop_inside:
+                return seen
+        inside = now
+        time.sleep(0.001)
+    return seen
+
+
 def assert_consistent(pipeline: Pipeline) -> None:
     """What any committed prefix of transactions must satisfy: no dangling reference, sessions
     equal to the merge of their fragments, and every stale counter queued for recomputation."""
@@ -170,18 +187,13 @@ def test_a_process_killed_mid_write_leaves_a_consistent_state_and_the_rerun_comp
         child_url = str(sa.engine.make_url(child_url).update_query_dict({"application_name": APP}))
         child_url = sa.engine.make_url(child_url).render_as_string(hide_password=False)
     env = {"ASN_PIPELINE_DB_URL": child_url}
-    # A first, undisturbed run: when, after start, are write transactions open?
+    # A first, undisturbed run: how many write transactions does a run open, as the probe sees?
     timing = start_partition(DAYS[0], env)
-    ready = wait_until_ready(timing)
-    writes = []
+    wait_until_ready(timing)
     with write_lock_probe(pipeline) as writing:
-        while timing.poll() is None:
-            if writing():
-                writes.append(time.monotonic() - ready)
-            time.sleep(0.001)
+        writes = count_writes(timing, writing)
     assert timing.returncode == 0, timing.stderr.read()[-3000:]
     assert writes
-    last_write = max(writes)
 
     rng = random.Random(5)
     inside_write = 0
@@ -192,11 +204,10 @@ def test_a_process_killed_mid_write_leaves_a_consistent_state_and_the_rerun_comp
         pipeline.execute(*(f"DELETE FROM {table}" for table in EMPTYING_ORDER))
         process = start_partition(DAYS[0], env)
         wait_until_ready(process)
-        # A random point of the run, then the first moment a write transaction is open.
-        time.sleep(rng.uniform(0.0, 0.8) * last_write)
+        # Inside a randomly chosen one of the run's write transactions (counted, not timed, so
+        # a slower or faster machine still lands inside one).
         with write_lock_probe(pipeline) as writing:
-            while process.poll() is None and not writing():
-                time.sleep(0.001)
+            count_writes(process, writing, stop_inside=rng.randrange(1, writes + 1))
             process.send_signal(signal.SIGKILL)
         inside_write += process.wait(timeout=60) == -signal.SIGKILL
         assert_consistent(pipeline)

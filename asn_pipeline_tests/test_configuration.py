@@ -29,6 +29,8 @@ def settings(**env: str) -> Settings:
         ("ASN_PIPELINE_CYMRU_NAMESERVERS", "127.0.0.1:,8.8.8.8", "bad entry"),
         ("ASN_PIPELINE_START_DATE", "2020-13-01", "YYYY-MM-DD"),
         ("ASN_PIPELINE_START_DATE", "20200101", "YYYY-MM-DD"),
+        ("ASN_PIPELINE_PARSE_WORKERS", "0", "whole number of processes"),
+        ("ASN_PIPELINE_PARSE_WORKERS", "two", "whole number of processes"),
     ],
 )
 def test_a_bad_value_names_its_variable_and_value(variable, value, problem):

@@ -84,6 +84,12 @@ def postgres_database(workload: Workload, size: int, server_url: str) -> Databas
     base = sa.engine.make_url(server_url)
     template_url = base.set(database=name).render_as_string(hide_password=False)
     with _admin(server_url) as conn:
+        stale = conn.exec_driver_sql(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s AND datname <> %s",
+            (f"asn_bench_{workload.shape.key}_{size}_%", name),
+        ).scalars()
+        for old in list(stale):  # templates of an older schema
+            conn.exec_driver_sql(f'DROP DATABASE "{old}"')
         exists = conn.exec_driver_sql(
             "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
         ).first()
@@ -157,6 +163,7 @@ def _load_sqlite(path: str, frames: dict[str, pd.DataFrame]) -> None:
     conn = sqlite3.connect(path)
     try:
         conn.execute("PRAGMA synchronous=OFF")
+        conn.execute("PRAGMA cache_size=-2097152")  # 2 GiB: the indexes stay in memory
         conn.execute("BEGIN")
         for table, frame in frames.items():
             columns = ", ".join(frame.columns)

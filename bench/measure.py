@@ -63,8 +63,11 @@ def measure_stages(workload: Workload, db_url: str, _args: argparse.Namespace) -
     with timer("statistics"):
         derived.refresh_statistics(inventory)
         derived.day_statistics(inventory, day)
-    found = audit.counter_mismatches(inventory, day)
-    found["dangling_asn_references"] = audit.dangling_asn_references(inventory)
+    with timer("checks"):  # what the three asset checks query
+        found = audit.counter_mismatches(inventory, day)
+        found["dangling_asn_references"] = audit.dangling_asn_references(inventory, day)
+        found["misclassified_addresses"] = len(audit.misclassified_addresses(inventory, day))
+    found["dangling_asn_references_anywhere"] = audit.dangling_asn_references(inventory)
     inventory.dispose()
     return {
         "seconds": timer.seconds,

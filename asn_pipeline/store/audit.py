@@ -20,10 +20,13 @@ def counter_mismatches(inventory: Inventory, day: dt.date) -> dict[str, int]:
     return found
 
 
-def dangling_asn_references(inventory: Inventory) -> int:
-    """current_asn and sessions.asn_number values missing from asn_inventory (invariant 3)."""
+def dangling_asn_references(inventory: Inventory, day: dt.date | None = None) -> int:
+    """current_asn and sessions.asn_number values missing from asn_inventory (invariant 3): of
+    ``day``'s sessions and addresses, or of the whole inventory."""
     with inventory.read() as conn:
-        return run(conn, "audit", "dangling_asn_references").scalar_one()
+        if day is None:
+            return run(conn, "audit", "dangling_asn_references").scalar_one()
+        return run(conn, "audit", "day_dangling_asn_references", day=day).scalar_one()
 
 
 def misclassified_addresses(inventory: Inventory, day: dt.date) -> list[str]:

@@ -26,6 +26,8 @@ SQLITE_BUSY_TIMEOUT_MS = 60_000
 # Page cache per connection: whole-partition statements walk large indexes; the default 2 MiB
 # cache turns that into disk reads.
 SQLITE_CACHE_KIB = 256 * 1024
+PG_TEMP_BUFFERS = "256MB"
+PG_WORK_MEM = "64MB"
 # Every inventory write transaction on PostgreSQL holds this advisory lock (SQLite's BEGIN
 # IMMEDIATE is the same single-writer rule): write transactions are serial, so the invariants
 # hold under any concurrency with no lock-ordering to get wrong; parsing and lookups, which take
@@ -87,8 +89,13 @@ class Inventory:
         self.engine.dispose()
 
 
-def query(module: str, name: str) -> sa.TextClause:
-    """A named query from ``sql/queries/<module>.sql``."""
+def query(module: str, name: str, dialect: str | None = None) -> sa.TextClause:
+    """A named query from ``sql/queries/<module>.sql``, or the dialect's own form of it from
+    ``sql/<dialect>/queries/<module>.sql`` where one is needed for a good plan."""
+    if dialect is not None:
+        override = _queries(module, DDL_FOLDERS.get(dialect, dialect)).get(name)
+        if override is not None:
+            return override
     return _queries(module)[name]
 
 
@@ -96,7 +103,15 @@ def run(conn: Connection, module: str, name: str, **params: object) -> sa.Cursor
     """Execute a named query with bound parameters (dates and times in the dialect's form)."""
     if conn.dialect.name == "sqlite":
         params = {k: _sqlite_value(v) for k, v in params.items()}
-    return conn.execute(query(module, name), params)
+    return conn.execute(query(module, name, conn.dialect.name), params)
+
+
+def analyze(conn: Connection, *tables: str) -> None:
+    """Give PostgreSQL's planner the size of work tables just filled by ``INSERT ... SELECT``
+    (SQLite's statements fix their join order with ``CROSS JOIN`` instead)."""
+    if conn.dialect.name == "postgresql":
+        for table in tables:
+            conn.exec_driver_sql(f"ANALYZE {conn.dialect.identifier_preparer.quote(table)}")
 
 
 def bulk_insert(conn: Connection, table: str, columns: Sequence[str], rows: list[tuple]) -> None:
@@ -185,8 +200,13 @@ def frame_rows(frame: pd.DataFrame, columns: Sequence[str]) -> list[tuple]:
 
 
 @cache
-def _queries(module: str) -> dict[str, sa.TextClause]:
-    text = (SQL_DIR / "queries" / f"{module}.sql").read_text()
+def _queries(module: str, folder: str | None = None) -> dict[str, sa.TextClause]:
+    path = SQL_DIR / "queries" / f"{module}.sql"
+    if folder is not None:
+        path = SQL_DIR / folder / "queries" / f"{module}.sql"
+        if not path.exists():
+            return {}
+    text = path.read_text()
     parts = _QUERY_NAME.split(text)
     return {
         name: sa.text(body.strip().rstrip(";"))
@@ -247,4 +267,15 @@ def _create_engine(url: str) -> Engine:
         return engine
     # READ COMMITTED: a writer that waited for the advisory lock must see what the previous
     # writer committed; a snapshot taken earlier (REPEATABLE READ) would not.
-    return sa.create_engine(url, pool_pre_ping=True, isolation_level="READ COMMITTED")
+    engine = sa.create_engine(url, pool_pre_ping=True, isolation_level="READ COMMITTED")
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_pg_connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        # A partition's work tables and hash joins hold hundreds of thousands of rows; the
+        # server defaults (8 MB of temp buffers, 4 MB per sort or hash) would spill them to disk.
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET temp_buffers = '{PG_TEMP_BUFFERS}'")
+            cursor.execute(f"SET work_mem = '{PG_WORK_MEM}'")
+        dbapi_connection.commit()
+
+    return engine

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Connection
 
-from asn_pipeline.store.database import Inventory, run
+from asn_pipeline.store.database import Inventory, analyze, run
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ def snapshot_session_asns(inventory: Inventory, day: dt.date) -> int:
     """Set ``sessions.asn_number`` of ``day``'s sessions to their address's current ASN."""
     with inventory.write() as conn:
         changed = run(conn, "derived", "collect_snapshot_changes", day=day).rowcount
+        analyze(conn, "w_snapshot")
         run(conn, "derived", "mark_days_of_snapshot_changes", day=day)
         run(conn, "derived", "snapshot_session_asns")
     return changed

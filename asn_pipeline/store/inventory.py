@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from asn_pipeline.lookup.enrich import LOOKUP_COLUMNS
-from asn_pipeline.store.database import Inventory, bulk_insert, frame_rows, run
+from asn_pipeline.store.database import Inventory, analyze, bulk_insert, frame_rows, run
 from asn_pipeline.store.derived import queue_asn_changes, refresh_ip_counters, track_asn_changes
 
 
@@ -40,6 +40,7 @@ def upsert_lookups(
         addresses, new_addresses, asn_changes = run(conn, "inventory", "lookup_summary").one()
         new_asns = run(conn, "inventory", "new_asns").scalar_one()
         run(conn, "inventory", "collect_touched_ips")
+        analyze(conn, "w_ips")
         track_asn_changes(conn)
         for name in ("upsert_asns", "upsert_ips", "record_asn_history"):
             run(conn, "inventory", name, **params)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from asn_pipeline.cowrie import FRAGMENT_COLUMNS, RejectedLine
-from asn_pipeline.store.database import Inventory, bulk_insert, frame_rows, run
+from asn_pipeline.store.database import Inventory, analyze, bulk_insert, frame_rows, run
 
 REJECT_COLUMNS = (
     "ingest_date",
@@ -43,10 +43,10 @@ def replace_day(
     params = {"day": day, "run_id": run_id}
     with inventory.write() as conn:
         bulk_insert(conn, "w_fragments", FRAGMENT_COLUMNS, frame_rows(fragments, FRAGMENT_COLUMNS))
+        for name in ("collect_touched_sessions", "collect_old_sessions", "collect_other_fragments"):
+            run(conn, "sessions", name, **params)
+        analyze(conn, "w_sessions", "w_old_sessions", "w_other_fragments")
         for name in (
-            "collect_touched_sessions",
-            "collect_old_sessions",
-            "collect_other_fragments",
             "merge_single_day_sessions",
             "merge_spanning_sessions",
             "collect_touched_ips",

@@ -4,21 +4,18 @@
 
 -- name: ip_counter_mismatches
 -- ip_inventory.session_count / first_seen / last_seen against the day's addresses' sessions.
-WITH day_ips AS (
-    SELECT DISTINCT src_ip FROM session_fragments WHERE fragment_date = :day
-), expected AS (
-    SELECT s.src_ip, count(*) AS n, min(s.first_event_at) AS f, max(s.last_event_at) AS l
-    FROM sessions AS s JOIN day_ips AS d ON d.src_ip = s.src_ip
-    GROUP BY s.src_ip
-)
-SELECT count(*)
-FROM ip_inventory AS i
-JOIN day_ips AS d ON d.src_ip = i.ip_address
-LEFT JOIN expected AS e ON e.src_ip = i.ip_address
-WHERE (i.session_count <> coalesce(e.n, 0)
-       OR i.first_seen IS DISTINCT FROM e.f
-       OR i.last_seen IS DISTINCT FROM e.l)
-  AND NOT EXISTS (SELECT 1 FROM stale_ips AS q WHERE q.ip_address = i.ip_address);
+SELECT count(*) FROM (
+    SELECT i.ip_address
+    FROM (SELECT DISTINCT src_ip FROM session_fragments WHERE fragment_date = :day) AS d
+    CROSS JOIN ip_inventory AS i
+    LEFT JOIN sessions AS s ON s.src_ip = i.ip_address
+    WHERE i.ip_address = d.src_ip
+      AND NOT EXISTS (SELECT 1 FROM stale_ips AS q WHERE q.ip_address = i.ip_address)
+    GROUP BY i.ip_address, i.session_count, i.first_seen, i.last_seen
+    HAVING i.session_count <> count(s.src_ip)
+        OR i.first_seen IS DISTINCT FROM min(s.first_event_at)
+        OR i.last_seen IS DISTINCT FROM max(s.last_event_at)
+) AS wrong;
 
 -- name: asn_counter_mismatches
 -- asn_inventory counters of the ASNs the day's addresses map to, against ip_inventory.
@@ -77,11 +74,23 @@ SELECT
       WHERE s.asn_number IS NOT NULL
         AND NOT EXISTS (SELECT 1 FROM asn_inventory AS a WHERE a.asn_number = s.asn_number));
 
+-- name: day_dangling_asn_references
+-- The same for the day's sessions and addresses only: the check of one partition costs a day.
+SELECT
+    (SELECT count(*)
+       FROM (SELECT DISTINCT src_ip FROM session_fragments WHERE fragment_date = :day) AS d
+       CROSS JOIN ip_inventory AS i
+      WHERE i.ip_address = d.src_ip AND i.current_asn IS NOT NULL
+        AND NOT EXISTS (SELECT 1 FROM asn_inventory AS a WHERE a.asn_number = i.current_asn))
+  + (SELECT count(*) FROM sessions AS s
+      WHERE s.ingest_date = :day AND s.asn_number IS NOT NULL
+        AND NOT EXISTS (SELECT 1 FROM asn_inventory AS a WHERE a.asn_number = s.asn_number));
+
 -- name: day_address_classes
 SELECT i.ip_address, i.ip_class, i.asn_source, i.current_asn
-FROM ip_inventory AS i
-JOIN (SELECT DISTINCT src_ip FROM session_fragments WHERE fragment_date = :day) AS d
-  ON d.src_ip = i.ip_address;
+FROM (SELECT DISTINCT src_ip FROM session_fragments WHERE fragment_date = :day) AS d
+CROSS JOIN ip_inventory AS i
+WHERE i.ip_address = d.src_ip;
 
 -- name: pending_stale_keys
 SELECT (SELECT count(*) FROM stale_ips) + (SELECT count(*) FROM stale_asn_deltas)

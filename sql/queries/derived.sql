@@ -16,7 +16,8 @@ INSERT INTO w_ip_before
     (ip_address, current_asn, session_count, first_seen, last_seen, country_code)
 SELECT i.ip_address, i.current_asn, i.session_count, i.first_seen, i.last_seen, i.country_code
 FROM w_ips AS t
-JOIN ip_inventory AS i ON i.ip_address = t.ip_address;
+CROSS JOIN ip_inventory AS i
+WHERE i.ip_address = t.ip_address;
 
 -- name: refresh_ip_counters
 -- session_count, first_seen and last_seen of an address: what its sessions say (attack time).
@@ -28,7 +29,8 @@ FROM (
     SELECT s.src_ip, count(*) AS session_count,
            min(s.first_event_at) AS first_seen, max(s.last_event_at) AS last_seen
     FROM w_ips AS w
-    JOIN sessions AS s ON s.src_ip = w.ip_address
+    CROSS JOIN sessions AS s
+    WHERE s.src_ip = w.ip_address
     GROUP BY s.src_ip
 ) AS c
 WHERE ip_inventory.ip_address = c.src_ip
@@ -54,8 +56,8 @@ FROM (
     SELECT a.current_asn AS asn_number, 1 AS ip_delta, a.session_count AS session_delta,
            a.first_seen AS first_seen, a.last_seen AS last_seen, 0 AS recompute
     FROM w_ips AS t
-    JOIN ip_inventory AS a ON a.ip_address = t.ip_address
-    WHERE a.current_asn IS NOT NULL
+    CROSS JOIN ip_inventory AS a
+    WHERE a.ip_address = t.ip_address AND a.current_asn IS NOT NULL
     UNION ALL
     SELECT b.current_asn, -1, -b.session_count, NULL, NULL,
            CASE WHEN (b.first_seen IS NOT NULL
@@ -93,8 +95,9 @@ SELECT asn_number, country_code, sum(delta)
 FROM (
     SELECT a.current_asn AS asn_number, a.country_code AS country_code, 1 AS delta
     FROM w_ips AS t
-    JOIN ip_inventory AS a ON a.ip_address = t.ip_address
-    WHERE a.current_asn IS NOT NULL AND a.country_code IS NOT NULL
+    CROSS JOIN ip_inventory AS a
+    WHERE a.ip_address = t.ip_address
+      AND a.current_asn IS NOT NULL AND a.country_code IS NOT NULL
     UNION ALL
     SELECT current_asn, country_code, -1
     FROM w_ip_before
@@ -130,9 +133,11 @@ WHERE s.ingest_date = :day AND s.asn_number IS DISTINCT FROM i.current_asn;
 
 -- name: snapshot_session_asns
 -- asn_number of the day's sessions := their address's ASN now (the backfill step).
-UPDATE sessions SET asn_number = w.new_asn
-FROM w_snapshot AS w
-WHERE sessions.sensor = w.sensor AND sessions.session_id = w.session_id;
+UPDATE sessions SET asn_number = (
+    SELECT w.new_asn FROM w_snapshot AS w
+    WHERE w.sensor = sessions.sensor AND w.session_id = sessions.session_id
+)
+WHERE (sensor, session_id) IN (SELECT sensor, session_id FROM w_snapshot);
 
 -- name: claim_asn_deltas
 INSERT INTO w_asn_deltas
@@ -214,8 +219,11 @@ SELECT s.ingest_date, s.asn_number, count(*), count(DISTINCT s.src_ip),
                                SELECT 1 FROM sessions AS p
                                WHERE p.src_ip = s.src_ip AND p.ingest_date < s.ingest_date)
                            THEN s.src_ip END)
-FROM w_days AS w
-JOIN sessions AS s ON s.ingest_date = w.stat_date AND s.asn_number = w.asn_number
+-- Each stale day's sessions are read once, by date (CROSS JOIN keeps that order on SQLite).
+FROM sessions AS s
+CROSS JOIN w_days AS w
+WHERE s.ingest_date IN (SELECT stat_date FROM w_days)
+  AND w.stat_date = s.ingest_date AND w.asn_number = s.asn_number
 GROUP BY s.ingest_date, s.asn_number;
 
 -- name: day_statistics

@@ -1,6 +1,7 @@
 -- Replacing one day's sessions (asset cowrie_sessions). The day's new fragments are in w_fragments.
 -- Work sets are built once from the tables and every later statement reads them, so the cost
--- follows the day's sessions, not the size of the history.
+-- follows the day's sessions, not the size of the history. `w_x CROSS JOIN table WHERE ...` makes
+-- SQLite loop over the (small) work set and probe the table's index, whatever its statistics say.
 
 -- name: collect_touched_sessions
 -- Sessions the write touches: those with an old fragment of the day and those in the new ones.
@@ -14,7 +15,8 @@ SELECT sensor, session_id FROM w_fragments;
 INSERT INTO w_old_sessions (sensor, session_id, src_ip, ingest_date, asn_number)
 SELECT s.sensor, s.session_id, s.src_ip, s.ingest_date, s.asn_number
 FROM w_sessions AS k
-JOIN sessions AS s ON s.sensor = k.sensor AND s.session_id = k.session_id;
+CROSS JOIN sessions AS s
+WHERE s.sensor = k.sensor AND s.session_id = k.session_id;
 
 -- name: collect_other_fragments
 -- Fragments of the touched sessions from other days (sessions that span midnight).
@@ -23,8 +25,8 @@ INSERT INTO w_other_fragments
 SELECT f.sensor, f.session_id, f.fragment_date, f.src_ip, f.first_event_at, f.last_event_at,
        f.event_count
 FROM w_sessions AS k
-JOIN session_fragments AS f ON f.sensor = k.sensor AND f.session_id = k.session_id
-WHERE f.fragment_date <> :day;
+CROSS JOIN session_fragments AS f
+WHERE f.sensor = k.sensor AND f.session_id = k.session_id AND f.fragment_date <> :day;
 
 -- name: merge_single_day_sessions
 -- A session with no fragment on another day is its fragment of this day. asn_number snapshots
@@ -101,7 +103,8 @@ ON CONFLICT DO NOTHING;
 INSERT INTO w_first_dates (ip_address, first_date)
 SELECT s.src_ip, min(s.ingest_date)
 FROM w_ips AS i
-JOIN sessions AS s ON s.src_ip = i.ip_address
+CROSS JOIN sessions AS s
+WHERE s.src_ip = i.ip_address
 GROUP BY s.src_ip;
 
 -- name: delete_day_fragments
@@ -135,7 +138,8 @@ FROM w_first_dates AS b
 JOIN (
     SELECT s.src_ip, min(s.ingest_date) AS first_date
     FROM w_first_dates AS b
-    JOIN sessions AS s ON s.src_ip = b.ip_address
+    CROSS JOIN sessions AS s
+    WHERE s.src_ip = b.ip_address
     GROUP BY s.src_ip
 ) AS a ON a.src_ip = b.ip_address
 JOIN sessions AS s ON s.src_ip = b.ip_address AND s.ingest_date IN (b.first_date, a.first_date)

@@ -39,8 +39,11 @@ def counters_match_facts(
 def no_dangling_asn_references(
     context: dg.AssetCheckExecutionContext, inventory_db: InventoryDatabase
 ) -> dg.AssetCheckResult:
-    """Every current_asn and sessions.asn_number exists in asn_inventory."""
-    dangling = audit.dangling_asn_references(inventory_db.inventory)
+    """Every current_asn of the day's addresses and asn_number of its sessions exists in
+    asn_inventory."""
+    dangling = audit.dangling_asn_references(
+        inventory_db.inventory, dt.date.fromisoformat(context.partition_key)
+    )
     return dg.AssetCheckResult(passed=dangling == 0, metadata={"dangling_references": dangling})
 
 

@@ -1,0 +1,104 @@
+"""Throughput of concurrent partitions on PostgreSQL: 4 days materialised 1, 2 or 4 at a time.
+
+    python -m bench.scaling [--lines 500000] [--pg-url URL]
+
+The days are variants of the benchmark day: the first ``--lines`` lines of each sensor's file,
+moved to another date with the session ids made unique to that date, so the days share their
+addresses and ASNs (as real days do) but not their sessions. Each day is one Dagster run in a
+process of its own (``bench.measure dagster``) against one copy of the 1,000,000-address history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+
+from bench.history import postgres_database
+from bench.run import DEFAULT_PG_URL, RESULTS
+from bench.workload import BENCH_ROOT, Shape, Workload, prepare
+
+DAYS = 4
+
+
+def variant(workload: Workload, offset: int, lines: int) -> Workload:
+    """The benchmark day moved ``offset`` days back, cut to ``lines`` lines per sensor file."""
+    day = workload.day - dt.timedelta(days=offset)
+    root = workload.root / "variants" / f"{day.isoformat()}-{lines}"
+    shape = dataclasses.replace(workload.shape, day=day.isoformat())
+    moved = Workload(shape, root)
+    if (root / "complete").exists():
+        return moved
+    old_stamp, new_stamp = f'"{workload.day.isoformat()}T'.encode(), f'"{day}T'.encode()
+    marker = f'"session":"d{offset}'.encode()
+    for source in workload.log_files():
+        target = root / "landing" / source.parent.name / f"cowrie.json.{day.isoformat()}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with source.open("rb") as read, target.open("wb") as write:
+            for number, line in enumerate(read):
+                if number == lines:
+                    break
+                line = line.replace(old_stamp, new_stamp).replace(b'"session":"', marker)
+                write.write(line)
+    for name in ("asn.mmdb", "day_addresses.pkl"):
+        (root / name).unlink(missing_ok=True)
+        (root / name).symlink_to(workload.root / name)
+    (root / "complete").write_text(json.dumps(dataclasses.asdict(shape)))
+    return moved
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--lines", type=int, default=500_000)
+    parser.add_argument(
+        "--pg-url", default=os.environ.get("ASN_PIPELINE_BENCH_PG_URL", DEFAULT_PG_URL)
+    )
+    args = parser.parse_args()
+    workload = prepare(Shape())
+    days = [variant(workload, offset, args.lines) for offset in range(1, DAYS + 1)]
+    db = postgres_database(workload, 1_000_000, args.pg_url)
+    rows = []
+    for concurrency in (1, 2, 4):
+        db.reset()
+        started = time.perf_counter()
+        pending = list(days)
+        running: list[subprocess.Popen] = []
+        while pending or running:
+            while pending and len(running) < concurrency:
+                day = pending.pop(0)
+                command = [sys.executable, "-m", "bench.measure", "dagster", str(day.root), db.url]
+                running.append(
+                    subprocess.Popen(command, cwd=BENCH_ROOT.parent, stdout=subprocess.PIPE)
+                )
+            for process in list(running):
+                if process.poll() is not None:
+                    if process.returncode != 0:
+                        raise SystemExit(f"a run failed with status {process.returncode}")
+                    running.remove(process)
+            time.sleep(0.05)
+        seconds = time.perf_counter() - started
+        events = DAYS * 2 * args.lines  # two sensor files per day (malformed lines included)
+        rows.append((concurrency, seconds, events / seconds))
+        print(f"{concurrency} at a time: {seconds:.1f} s, {events / seconds:,.0f} lines/s")
+    db.drop()
+    table = [
+        f"{DAYS} partitions of {2 * args.lines:,} lines each, 1,000,000-address history, "
+        "PostgreSQL; each partition one in-process Dagster run in its own process.",
+        "",
+        "| runs at a time | wall (s) | lines/s | vs one at a time |",
+        "|---:|---:|---:|---:|",
+    ]
+    table += [f"| {k} | {s:.1f} | {r:,.0f} | {r / rows[0][2]:.2f}× |" for k, s, r in rows]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "scaling.md").write_text("\n".join(table) + "\n")
+    print("\n".join(table))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
