@@ -3,23 +3,36 @@
 A fragment is what one day's files say about one session (sensor, session id): its source address,
 first and last event time and event count. Sessions that span midnight have one fragment per day;
 the store merges them. Every line that cannot be used becomes a rejected line with a reason.
+
+A large day is read in parts (byte ranges of plain files, cut on line boundaries; whole gzip
+files) by worker processes running ``asn_pipeline.cowrie_events``, and the parts' results are
+merged in file and line order into exactly what one pass over every line gives. The environment
+variable ``ASN_PIPELINE_PARSE_WORKERS`` sets the number of workers (default: one per CPU; ``1``
+reads in this process). A day smaller than ``IN_PROCESS_BYTES`` is always read in this process.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import gzip
+import gc
+import os
+import pickle
+import queue
 import re
-import zlib
+import subprocess
+import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
-import orjson
 import pandas as pd
 
-from asn_pipeline.lookup.special_purpose import canonical_ip
+from asn_pipeline.cowrie_events import LogPart, PartResult, fold_runs, read_part
+from asn_pipeline.cowrie_events import normalise_timestamp as normalise_timestamp
 
 FRAGMENT_COLUMNS = [
     "sensor",
@@ -30,7 +43,9 @@ FRAGMENT_COLUMNS = [
     "event_count",
 ]
 _DAILY_NAME = re.compile(r"^cowrie\.json\.(\d{4}-\d{2}-\d{2})(\.gz)?$")
-_CANONICAL_TS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
+WORKERS_VARIABLE = "ASN_PIPELINE_PARSE_WORKERS"
+PART_BYTES = 32 << 20
+IN_PROCESS_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -77,126 +92,182 @@ def files_for_day(landing_dir: Path, day: dt.date) -> list[LogFile]:
     return found
 
 
-def parse_day(files: list[LogFile]) -> ParsedDay:
-    """Fold every event of the given files into one fragment per (sensor, session)."""
-    sessions: dict[tuple[str, str], list] = {}
-    ip_cache: dict[str, str | None] = {}
+def parse_day(
+    files: list[LogFile],
+    *,
+    workers: int | None = None,
+    part_bytes: int = PART_BYTES,
+    in_process_bytes: int = IN_PROCESS_BYTES,
+) -> ParsedDay:
+    """Fold every event of the given files into one fragment per (sensor, session).
+
+    A day of ``in_process_bytes`` or more is read in parts of about ``part_bytes`` by ``workers``
+    processes (default: ``ASN_PIPELINE_PARSE_WORKERS``, else one per CPU). None of the three
+    changes the result.
+    """
+    parts = [part for log in files for part in _parts(log, part_bytes)]
+    if sum(log.path.stat().st_size for log in files) < in_process_bytes:
+        workers = 1  # starting processes would cost more than it saves
+    elif workers is None:
+        setting = os.environ.get(WORKERS_VARIABLE, "").strip()
+        workers = int(setting) if setting else os.cpu_count() or 1
+    workers = min(workers, len(parts))
+    with _gc_paused():
+        if workers <= 1:
+            return _merge(files, parts, map(read_part, parts))
+        with _read_in_workers(parts, workers) as results:
+            return _merge(files, parts, results)
+
+
+@contextmanager
+def _read_in_workers(parts: list[LogPart], workers: int) -> Iterator[Iterator[PartResult]]:
+    """The parts' results in order, read by ``workers`` new Python processes.
+
+    Fresh interpreters, as Dagster runs are threaded and must not fork. Not multiprocessing's spawn
+    or forkserver: they import the main module again in each worker, and when that is a Dagster
+    entry point or a benchmark script, starting a worker takes seconds instead of a tenth.
+    """
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    command = [sys.executable, "-c", "from asn_pipeline.cowrie_events import serve; serve()"]
+    processes: list[subprocess.Popen] = []
+    idle: queue.SimpleQueue[subprocess.Popen] = queue.SimpleQueue()
+
+    def read(part: LogPart) -> PartResult:
+        process = idle.get()
+        try:
+            pickle.dump(part, process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            process.stdin.flush()
+            done, result = pickle.load(process.stdout)
+        except (EOFError, BrokenPipeError, pickle.UnpicklingError):
+            raise ChildProcessError(f"a worker reading {part.path} exited") from None
+        finally:
+            idle.put(process)  # even a dead one: the next part then fails at once, not hangs
+        if not done:
+            raise result
+        return result
+
+    threads = ThreadPoolExecutor(workers, thread_name_prefix="cowrie-parts")
+    try:
+        for _ in range(workers):
+            process = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=environment
+            )
+            processes.append(process)
+            idle.put(process)
+        yield threads.map(read, parts)
+    except BaseException:
+        for process in processes:
+            process.kill()
+        raise
+    finally:
+        threads.shutdown(cancel_futures=True)
+        for process in processes:
+            with suppress(OSError):
+                process.stdin.close()  # the worker's end of input: it exits
+            process.wait()
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    # Parsing allocates millions of objects and no reference cycles: collecting is pure cost.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _parts(log: LogFile, part_bytes: int) -> list[LogPart]:
+    """Split a plain file into equal parts of at most about ``part_bytes``, on line boundaries."""
+    path, folder = str(log.path), log.sensor_folder
+    if log.path.suffix == ".gz":
+        return [LogPart(path, 0, 0, True, folder)]  # a gzip stream can only be read from its start
+    size = log.path.stat().st_size
+    count = max(1, -(-size // part_bytes))
+    starts = [0]
+    with open(log.path, "rb") as handle:
+        for target in (size * i // count for i in range(1, count)):
+            if target > starts[-1]:
+                start = _next_line_start(handle, target, size)
+                if start >= size:
+                    break
+                starts.append(start)
+    ends = [*starts[1:], size]
+    return [LogPart(path, *bounds, False, folder) for bounds in zip(starts, ends, strict=True)]
+
+
+def _next_line_start(handle: BinaryIO, offset: int, size: int) -> int:
+    """The first offset at or after ``offset`` where a line starts (``size`` if none does)."""
+    handle.seek(offset - 1)
+    position = offset - 1
+    while block := handle.read(1 << 16):
+        newline = block.find(b"\n")
+        if newline >= 0:
+            return position + newline + 1
+        position += len(block)
+    return size
+
+
+def _merge(files: list[LogFile], parts: list[LogPart], results: Iterable[PartResult]) -> ParsedDay:
+    """Combine part results in file and line order, exactly as one pass over all lines would."""
     day = ParsedDay(files=files, fragments=pd.DataFrame(columns=FRAGMENT_COLUMNS), rejected=[])
-
-    def reject(log: LogFile, number: int, reason: str, raw: bytes) -> None:
-        # NUL is valid UTF-8 but no database text type holds it: escape it like other bad bytes.
-        text = raw.decode("utf-8", errors="backslashreplace").rstrip("\r\n").replace("\0", "\\x00")
-        day.rejected.append(RejectedLine(log.name, number, reason, text))
-        day.reasons[reason] += 1
-
-    for log in files:
-        for number, raw in _numbered_lines(log, day):
-            day.lines_read += 1
-            if not raw.strip():
-                day.blank_lines += 1
-                continue
-            try:
-                event = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                reject(log, number, _undecodable_reason(raw), raw)
-                continue
-            if not isinstance(event, dict):
-                reject(log, number, "not_an_object", raw)
-                continue
-            reason, key, src_ip, timestamp = _session_event(event, log, ip_cache)
-            if reason:
-                reject(log, number, reason, raw)
-                continue
-            day.events_read += 1
-            entry = sessions.get(key)
-            if entry is None:
-                sessions[key] = [src_ip, timestamp, timestamp, 1]
-                continue
-            entry[3] += 1
-            if timestamp > entry[2]:
-                entry[2] = timestamp
-            if timestamp < entry[1]:
-                entry[1] = timestamp
-                if src_ip != entry[0]:
-                    day.src_ip_conflicts += 1
-                    entry[0] = src_ip
-            elif src_ip != entry[0]:
-                day.src_ip_conflicts += 1
-
-    day.fragments = pd.DataFrame(
-        [(sensor, session, *values) for (sensor, session), values in sessions.items()],
-        columns=FRAGMENT_COLUMNS,
-    )
+    names = {str(log.path): log.name for log in files}
+    columns: list[list] = [[] for _ in FRAGMENT_COLUMNS]
+    rows: dict[tuple[str, str], int] = {}
+    line_offset, previous_path = 0, None
+    for part, result in zip(parts, results, strict=True):
+        if part.path != previous_path:
+            line_offset, previous_path = 0, part.path
+        name = names[part.path]
+        day.rejected.extend(
+            RejectedLine(name, line_offset + number, reason, raw)
+            for number, reason, raw in result.rejected
+        )
+        line_offset += result.lines_read
+        day.lines_read += result.lines_read
+        day.blank_lines += result.blank_lines
+        day.events_read += result.events_read
+        day.src_ip_conflicts += result.src_ip_conflicts
+        day.src_ip_conflicts += _add_fragments(columns, rows, result)
+    day.reasons = Counter(line.reason for line in day.rejected)
+    if rows:
+        day.fragments = pd.DataFrame(dict(zip(FRAGMENT_COLUMNS, columns, strict=True)))
     day.fragments["event_count"] = day.fragments["event_count"].astype("int64")
     return day
 
 
-def _numbered_lines(log: LogFile, day: ParsedDay) -> Iterator[tuple[int, bytes]]:
-    """Lines of a plain or gzip file; a damaged gzip stream ends in one rejected line."""
-    opener = gzip.open if log.path.suffix == ".gz" else open
-    number = 0
-    with opener(log.path, "rb") as handle:
-        try:
-            for number, raw in enumerate(handle, start=1):  # noqa: B007
-                yield number, raw
-        except (EOFError, gzip.BadGzipFile, zlib.error) as error:
-            reason = "truncated_gzip" if isinstance(error, EOFError) else "corrupt_gzip"
-            day.rejected.append(RejectedLine(log.name, number + 1, reason, str(error)))
-            day.reasons[reason] += 1
+def _add_fragments(
+    columns: list[list], rows: dict[tuple[str, str], int], result: PartResult
+) -> int:
+    """Append a part's sessions to the day's columns; returns the change in ``src_ip_conflicts``.
 
-
-def _undecodable_reason(raw: bytes) -> str:
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return "invalid_utf8"
-    return "invalid_json"
-
-
-def _session_event(
-    event: dict,
-    log: LogFile,
-    ip_cache: dict[str, str | None],
-) -> tuple[str | None, tuple[str, str], str, str]:
-    """(reason, key, src_ip, timestamp) of one event; ``reason`` is set when it is unusable."""
-    session, src, stamp = event.get("session"), event.get("src_ip"), event.get("timestamp")
-    sensor = event.get("sensor") or log.sensor_folder
-    for name, value in (("session", session), ("src_ip", src), ("timestamp", stamp)):
-        if value is None or value == "":
-            return f"missing_{name}", ("", ""), "", ""
-        if not isinstance(value, str) or "\0" in value:
-            return f"invalid_{name}", ("", ""), "", ""
-    if not isinstance(sensor, str) or not sensor:
-        return "missing_sensor", ("", ""), "", ""
-    if "\0" in sensor:
-        return "invalid_sensor", ("", ""), "", ""
-    src_ip = ip_cache.get(src, "")
-    if src_ip == "":
-        try:
-            src_ip = canonical_ip(src)
-        except ValueError:
-            src_ip = None
-        ip_cache[src] = src_ip
-    if src_ip is None:
-        return "invalid_src_ip", ("", ""), "", ""
-    timestamp = normalise_timestamp(stamp)
-    if timestamp is None:
-        return "invalid_timestamp", ("", ""), "", ""
-    return None, (sensor, session), src_ip, timestamp
-
-
-def normalise_timestamp(text: str) -> str | None:
-    """Cowrie's ISO timestamp as fixed-width UTC text (sorts as time); ``None`` if invalid."""
-    if _CANONICAL_TS.match(text):
-        try:
-            dt.datetime.fromisoformat(text)
-        except ValueError:
-            return None
-        return text
-    try:
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    A session seen by an earlier part (typically one that straddles the parts' boundary) is folded
+    into that row from its runs, and its conflicts are counted again from the row's state.
+    """
+    part_columns = result.fragments
+    keys = list(zip(part_columns[0], part_columns[1], strict=True))
+    part_rows = dict(zip(keys, range(len(keys)), strict=True))
+    shared = sorted(part_rows[key] for key in part_rows.keys() & rows.keys())
+    change = 0
+    for row in shared:
+        _, _, src_ip, first, last, count = (column[row] for column in part_columns)
+        runs = result.runs.get(row) or [(first, src_ip, count)]
+        change -= fold_runs(None, runs, last)[1]  # as counted within the part
+        held = rows[keys[row]]
+        fragment = tuple(column[held] for column in columns[2:])
+        fragment, conflicts = fold_runs(fragment, runs, last)
+        change += conflicts
+        for column, value in zip(columns[2:], fragment, strict=True):
+            column[held] = value
+    if shared:
+        part_columns = [list(column) for column in part_columns]
+        for row in reversed(shared):
+            del keys[row]
+            for column in part_columns:
+                del column[row]
+    rows.update(zip(keys, range(len(rows), len(rows) + len(keys)), strict=True))
+    for column, part_column in zip(columns, part_columns, strict=True):
+        column.extend(part_column)
+    return change

@@ -6,6 +6,7 @@ import datetime as dt
 import gzip
 
 import orjson
+import pandas as pd
 import pytest
 
 from asn_pipeline.cowrie import files_for_day, normalise_timestamp, parse_day
@@ -152,6 +153,87 @@ def test_a_session_with_two_source_addresses_keeps_the_earliest(tmp_path):
 
     assert parsed.fragments.loc[0, "src_ip"] == "45.10.0.1"
     assert parsed.src_ip_conflicts == 1
+
+
+@pytest.mark.parametrize(
+    ("workers", "part_bytes"), [(1, 1 << 20), (2, 1)], ids=["one-pass", "a-part-per-line"]
+)
+def test_the_earliest_event_gives_the_address_and_every_other_address_is_a_conflict(
+    tmp_path, workers, part_bytes
+):
+    moves = [  # (second, address, conflicts so far)
+        (5, "45.10.0.1", 0),
+        (7, "45.10.0.2", 1),
+        (1, "45.10.0.2", 2),  # earlier: its address is now the session's
+        (1, "45.10.0.3", 3),  # as early, but later in the file: keeps 45.10.0.2
+        (9, "45.10.0.2", 3),
+        (9, "45.10.0.1", 4),
+        (10, "45.10.0.1", 5),
+    ]
+    path = tmp_path / f"cowrie.json.{DAY}"
+    path.write_bytes(
+        b"".join(
+            event(src_ip=ip, timestamp=f"2026-11-20T10:00:{second:02d}.000000Z") + b"\n"
+            for second, ip, _ in moves
+        )
+    )
+
+    parsed = parse_day(
+        files_for_day(tmp_path, DAY), workers=workers, part_bytes=part_bytes, in_process_bytes=0
+    )
+
+    [row] = parsed.fragments.to_dict("records")
+    assert (row["src_ip"], row["event_count"]) == ("45.10.0.2", 7)
+    assert (row["first_event_at"], row["last_event_at"]) == (
+        "2026-11-20T10:00:01.000000Z",
+        "2026-11-20T10:00:10.000000Z",
+    )
+    assert parsed.src_ip_conflicts == moves[-1][2]
+
+
+def test_reading_in_parallel_parts_gives_exactly_the_result_of_one_pass(tmp_path):
+    at = "2026-11-20T{:02d}:{:02d}:00.000000Z".format
+    lines = []
+    for i in range(1200):
+        # "long" comes back all day, out of time order and from three addresses, so its events
+        # and address conflicts fall in every part; the short sessions start and end in between.
+        lines.append(
+            event(session="long", src_ip=f"45.10.0.{i % 3 + 1}", timestamp=at(i % 23, i % 59))
+        )
+        lines.append(
+            event(session=f"s{i // 4}", src_ip=f"45.11.0.{i % 200}", timestamp=at(i % 24, 0))
+        )
+        if i % 100 == 0:
+            lines += [b'{"truncated": ', b"", b"[1, 2]", event(timestamp="2026-11-20T25:00:00Z")]
+            lines.append(event(session="long", timestamp="2026-11-20T00:00:00.5+02:00"))
+    (tmp_path / "sensor-a").mkdir()
+    plain = tmp_path / "sensor-a" / f"cowrie.json.{DAY}"
+    plain.write_bytes(b"\n".join(lines))  # no newline after the last line
+    gzipped = [event(session=f"g{i}", src_ip="2a01:1000::5") for i in range(50)]
+    gzipped += [event(session="long", src_ip="45.12.0.1", timestamp=at(0, 0)), b"\xff"]
+    (tmp_path / "sensor-b").mkdir()
+    (tmp_path / "sensor-b" / f"cowrie.json.{DAY}.gz").write_bytes(
+        gzip.compress(b"\n".join(gzipped) + b"\n")
+    )
+    (tmp_path / f"cowrie.json.{DAY}").write_bytes(event(sensor="sensor-c") + b"\n{\n")
+    files = files_for_day(tmp_path, DAY)
+    part_bytes = 4096
+    assert plain.stat().st_size > 50 * part_bytes
+
+    one_pass = parse_day(files, workers=1, part_bytes=plain.stat().st_size)
+    in_parts = parse_day(files, workers=2, part_bytes=part_bytes, in_process_bytes=0)
+
+    pd.testing.assert_frame_equal(in_parts.fragments, one_pass.fragments)
+    assert in_parts.rejected == one_pass.rejected
+    assert in_parts.reasons.most_common() == one_pass.reasons.most_common()
+    for counter in ("events_read", "lines_read", "blank_lines", "src_ip_conflicts"):
+        assert getattr(in_parts, counter) == getattr(one_pass, counter), counter
+    # The properties the parts had to get right, on the one-pass result they match:
+    long = one_pass.fragments.set_index(["sensor", "session_id"]).loc[("sensor-a", "long")]
+    assert long["event_count"] == 1200 + 12 + 1
+    assert (long["src_ip"], long["first_event_at"]) == ("45.10.0.1", "2026-11-19T22:00:00.500000Z")
+    assert one_pass.src_ip_conflicts > 1000
+    assert {r.source_file for r in one_pass.rejected} == {f.name for f in files}
 
 
 @pytest.mark.parametrize(
