@@ -33,6 +33,7 @@ import pandas as pd
 
 from asn_pipeline.cowrie_events import LogPart, PartResult, fold_runs, read_part
 from asn_pipeline.cowrie_events import normalise_timestamp as normalise_timestamp
+from asn_pipeline.settings import parse_workers
 
 FRAGMENT_COLUMNS = [
     "sensor",
@@ -43,7 +44,6 @@ FRAGMENT_COLUMNS = [
     "event_count",
 ]
 _DAILY_NAME = re.compile(r"^cowrie\.json\.(\d{4}-\d{2}-\d{2})(\.gz)?$")
-WORKERS_VARIABLE = "ASN_PIPELINE_PARSE_WORKERS"
 PART_BYTES = 32 << 20
 IN_PROCESS_BYTES = 64 << 20
 
@@ -109,8 +109,7 @@ def parse_day(
     if sum(log.path.stat().st_size for log in files) < in_process_bytes:
         workers = 1  # starting processes would cost more than it saves
     elif workers is None:
-        setting = os.environ.get(WORKERS_VARIABLE, "").strip()
-        workers = int(setting) if setting else os.cpu_count() or 1
+        workers = parse_workers() or os.cpu_count() or 1
     workers = min(workers, len(parts))
     with _gc_paused():
         if workers <= 1:

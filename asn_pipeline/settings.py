@@ -66,7 +66,7 @@ class Settings:
             cymru=_cymru(get("ASN_PIPELINE_CYMRU")),
             cymru_nameservers=_nameservers(get("ASN_PIPELINE_CYMRU_NAMESERVERS")),
             start_date=_date("ASN_PIPELINE_START_DATE", get("ASN_PIPELINE_START_DATE")),
-            parse_workers=_workers("ASN_PIPELINE_PARSE_WORKERS", get("ASN_PIPELINE_PARSE_WORKERS")),
+            parse_workers=parse_workers(env),
         )
 
 
@@ -171,7 +171,10 @@ def _date(variable: str, value: str | None) -> str:
         raise ConfigurationError(variable, value, "expected a date as YYYY-MM-DD") from None
 
 
-def _workers(variable: str, value: str | None) -> int | None:
+def parse_workers(environ: Mapping[str, str] | None = None) -> int | None:
+    """``ASN_PIPELINE_PARSE_WORKERS``, validated; ``None`` when unset (one per CPU)."""
+    variable = "ASN_PIPELINE_PARSE_WORKERS"
+    value = (os.environ if environ is None else environ).get(variable, "").strip() or None
     if value is None:
         return None
     if not value.isdigit() or not 1 <= int(value) <= 256:
