@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -89,6 +90,27 @@ def test_partitions_materialised_at_the_same_time_match_the_serial_result(
 
     assert [p.returncode for p in processes] == [0] * len(days), errors
     assert pipeline.snapshot() == expected
+
+
+def test_a_new_sqlite_database_opened_while_another_process_writes_waits_for_its_lock(tmp_path):
+    # A new file is in rollback-journal mode; the first connection switches it to WAL, which
+    # SQLite refuses at once (no busy handler) while another connection holds a write lock.
+    path = tmp_path / "new.sqlite"
+    other = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.5, other.rollback)
+    release.start()
+    inventory = Inventory(f"sqlite:///{path}")
+    try:
+        started = time.monotonic()
+        with inventory.read() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+        assert time.monotonic() - started >= 0.4  # it waited for the lock, not failed on it
+        inventory.ensure_schema()
+    finally:
+        release.join()
+        inventory.dispose()
+        other.close()
 
 
 def big_day(logs: CowrieLogs, sessions: int = 6_000) -> None:

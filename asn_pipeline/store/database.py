@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import io
 import re
+import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
@@ -239,6 +241,27 @@ def _statements(script: str) -> list[str]:
     return [s.strip() for s in without_comments.split(";") if s.strip()]
 
 
+def _enable_wal(cursor) -> None:  # type: ignore[no-untyped-def]
+    """Put the database in WAL mode (persistent: a no-op once a first connection has done it).
+
+    Switching a new database from its rollback journal needs an exclusive lock, and SQLite
+    reports "database is locked" at once, without its busy handler, while another connection
+    (another partition's process opening the same new file) holds a write lock; so wait here,
+    within the busy timeout like any other lock."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    pause = 0.005
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
+
+
 def _create_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         database = sa.engine.make_url(url).database
@@ -251,7 +274,7 @@ def _create_engine(url: str) -> Engine:
             # Let SQLAlchemy's "begin" event below emit BEGIN itself (pysqlite's own is deferred).
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(cursor)
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA synchronous=NORMAL")
