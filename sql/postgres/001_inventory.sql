@@ -57,7 +57,10 @@ CREATE TABLE IF NOT EXISTS sessions (
     event_count    integer NOT NULL CHECK (event_count > 0),
     asn_number     bigint REFERENCES asn_inventory (asn_number),
     PRIMARY KEY (sensor, session_id)
-);
+) WITH (fillfactor = 60);
+-- fillfactor: the ASN snapshot updates most of a day's new rows right after they are written;
+-- with room left on their page the new row versions are heap-only tuples (HOT), which write no
+-- index entry (asn_number is in no index). Benchmark: 14.9 s -> 6.8 s for a day's snapshot.
 CREATE INDEX IF NOT EXISTS sessions_src_ip ON sessions (src_ip, ingest_date);
 -- A day's sessions are found by date; asn_number stays out of the indexes so the ASN snapshot
 -- rewrites no index entry.
