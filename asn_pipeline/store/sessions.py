@@ -69,4 +69,8 @@ def replace_day(
             [(day, r.source_file, r.line_number, r.reason, r.raw_line, run_id) for r in rejected],
         )
         summary = run(conn, "sessions", "day_session_summary", **params).one()
+        # A new day is missing from the planner's statistics, which then expects a few thousand
+        # of its rows where there are hundreds of thousands and plans the following steps' joins
+        # as index probes per row; refresh them now (PostgreSQL; a sample, well under a second).
+        analyze(conn, "sessions", "session_fragments")
     return SessionsWritten(*summary)
