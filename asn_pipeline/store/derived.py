@@ -35,8 +35,15 @@ def queue_asn_changes(conn: Connection) -> None:
         run(conn, "derived", name)
 
 
+def collect_ip_counters(conn: Connection) -> None:
+    """What the sessions of the addresses in ``w_ips`` say, into ``w_ip_counters``."""
+    run(conn, "derived", "collect_ip_counters")
+    analyze(conn, "w_ip_counters")
+
+
 def refresh_ip_counters(conn: Connection) -> None:
-    """Recompute the counters of the addresses in ``w_ips``; drop those left without sessions.
+    """Set the counters of the addresses in ``w_ips`` to ``w_ip_counters``
+    (``collect_ip_counters``); drop those left without sessions.
 
     The caller brackets this with ``track_asn_changes``/``queue_asn_changes``.
     """
@@ -60,6 +67,7 @@ def refresh_statistics(inventory: Inventory) -> StatisticsWritten:
     with inventory.write() as conn:
         run(conn, "derived", "claim_stale_ips")
         track_asn_changes(conn)
+        collect_ip_counters(conn)
         refresh_ip_counters(conn)
         queue_asn_changes(conn)
         asns = run(conn, "derived", "claim_asn_deltas").rowcount

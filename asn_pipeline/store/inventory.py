@@ -9,7 +9,12 @@ import pandas as pd
 
 from asn_pipeline.lookup.enrich import LOOKUP_COLUMNS
 from asn_pipeline.store.database import Inventory, analyze, bulk_insert, frame_rows, run
-from asn_pipeline.store.derived import queue_asn_changes, refresh_ip_counters, track_asn_changes
+from asn_pipeline.store.derived import (
+    collect_ip_counters,
+    queue_asn_changes,
+    refresh_ip_counters,
+    track_asn_changes,
+)
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,9 @@ def upsert_lookups(
         run(conn, "inventory", "collect_touched_ips")
         analyze(conn, "w_ips")
         track_asn_changes(conn)
-        for name in ("upsert_asns", "upsert_ips", "record_asn_history"):
+        run(conn, "inventory", "upsert_asns", **params)
+        collect_ip_counters(conn)
+        for name in ("upsert_ips", "record_asn_history"):
             run(conn, "inventory", name, **params)
         refresh_ip_counters(conn)
         queue_asn_changes(conn)

@@ -32,6 +32,12 @@ CREATE TEMP TABLE IF NOT EXISTS w_ip_before (
     last_seen     timestamptz,
     country_code  text
 );
+CREATE TEMP TABLE IF NOT EXISTS w_ip_counters (
+    ip_address    text PRIMARY KEY,
+    session_count bigint NOT NULL,
+    first_seen    timestamptz,
+    last_seen     timestamptz
+);
 CREATE TEMP TABLE IF NOT EXISTS w_old_sessions (
     sensor      text NOT NULL,
     session_id  text NOT NULL,

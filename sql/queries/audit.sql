@@ -42,15 +42,19 @@ WHERE (a.unique_ip_count <> coalesce(e.n, 0)
   AND NOT EXISTS (SELECT 1 FROM stale_asn_deltas AS q WHERE q.asn_number = a.asn_number);
 
 -- name: day_statistics_mismatches
-WITH expected AS (
-    SELECT s.asn_number, count(*) AS sc, count(DISTINCT s.src_ip) AS uc,
-           count(DISTINCT CASE WHEN NOT EXISTS (
-                                   SELECT 1 FROM sessions AS p
-                                   WHERE p.src_ip = s.src_ip AND p.ingest_date < s.ingest_date)
-                               THEN s.src_ip END) AS nc
+WITH per_address AS (
+    SELECT s.asn_number, s.src_ip, count(*) AS sessions
     FROM sessions AS s
     WHERE s.ingest_date = :day AND s.asn_number IS NOT NULL
-    GROUP BY s.asn_number
+    GROUP BY s.asn_number, s.src_ip
+), expected AS (
+    SELECT a.asn_number, sum(a.sessions) AS sc, count(*) AS uc,
+           sum(CASE WHEN NOT EXISTS (
+                       SELECT 1 FROM sessions AS p
+                       WHERE p.src_ip = a.src_ip AND p.ingest_date < :day)
+                   THEN 1 ELSE 0 END) AS nc
+    FROM per_address AS a
+    GROUP BY a.asn_number
 ), actual AS (
     SELECT asn_number, session_count AS sc, unique_ip_count AS uc, new_ip_count AS nc
     FROM asn_daily_stats

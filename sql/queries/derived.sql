@@ -19,29 +19,41 @@ FROM w_ips AS t
 CROSS JOIN ip_inventory AS i
 WHERE i.ip_address = t.ip_address;
 
+-- name: collect_ip_counters
+-- session_count, first_seen and last_seen of the touched addresses: what their sessions say
+-- (attack time). Addresses without sessions have no row here.
+INSERT INTO w_ip_counters (ip_address, session_count, first_seen, last_seen)
+SELECT s.src_ip, count(*), min(s.first_event_at), max(s.last_event_at)
+FROM w_ips AS w
+CROSS JOIN sessions AS s
+WHERE s.src_ip = w.ip_address
+GROUP BY s.src_ip;
+
 -- name: refresh_ip_counters
--- session_count, first_seen and last_seen of an address: what its sessions say (attack time).
-UPDATE ip_inventory SET
-    session_count = c.session_count,
-    first_seen = c.first_seen,
-    last_seen = c.last_seen
-FROM (
-    SELECT s.src_ip, count(*) AS session_count,
-           min(s.first_event_at) AS first_seen, max(s.last_event_at) AS last_seen
-    FROM w_ips AS w
-    CROSS JOIN sessions AS s
-    WHERE s.src_ip = w.ip_address
-    GROUP BY s.src_ip
-) AS c
-WHERE ip_inventory.ip_address = c.src_ip
-  AND (ip_inventory.session_count <> c.session_count
-       OR ip_inventory.first_seen IS DISTINCT FROM c.first_seen
-       OR ip_inventory.last_seen IS DISTINCT FROM c.last_seen);
+-- Rows whose counters differ from what their sessions say (an address inserted by this write
+-- already got them with its row). The rows are found from the work set: SQLite plans
+-- `UPDATE ... FROM` as a scan of the whole inventory.
+UPDATE ip_inventory SET (session_count, first_seen, last_seen) = (
+    SELECT c.session_count, c.first_seen, c.last_seen
+    FROM w_ip_counters AS c
+    WHERE c.ip_address = ip_inventory.ip_address
+)
+WHERE ip_address IN (
+    SELECT c.ip_address
+    FROM w_ip_counters AS c
+    CROSS JOIN ip_inventory AS i
+    WHERE i.ip_address = c.ip_address
+      AND (i.session_count <> c.session_count
+           OR i.first_seen IS DISTINCT FROM c.first_seen
+           OR i.last_seen IS DISTINCT FROM c.last_seen)
+);
 
 -- name: delete_ips_without_sessions
 DELETE FROM ip_inventory
-WHERE ip_address IN (SELECT ip_address FROM w_ips)
-  AND NOT EXISTS (SELECT 1 FROM sessions AS s WHERE s.src_ip = ip_inventory.ip_address);
+WHERE ip_address IN (
+    SELECT w.ip_address FROM w_ips AS w
+    WHERE NOT EXISTS (SELECT 1 FROM w_ip_counters AS c WHERE c.ip_address = w.ip_address)
+);
 
 -- name: queue_asn_deltas
 -- Per ASN: +1 and the counters of each touched address now in it, -1 and the counters of each
@@ -205,26 +217,30 @@ WHERE EXISTS (
 );
 
 -- name: delete_stale_day_stats
+-- By key (an EXISTS here would scan every day's statistics on SQLite).
 DELETE FROM asn_daily_stats
-WHERE EXISTS (
-    SELECT 1 FROM w_days AS w
-    WHERE w.stat_date = asn_daily_stats.stat_date AND w.asn_number = asn_daily_stats.asn_number
-);
+WHERE (stat_date, asn_number) IN (SELECT stat_date, asn_number FROM w_days);
 
 -- name: insert_stale_day_stats
 -- What the sessions of that day say; an address is new on the first day it has a session.
+-- Sessions are first counted per address, so the search for an earlier session runs once per
+-- address, not once per session.
 INSERT INTO asn_daily_stats (stat_date, asn_number, session_count, unique_ip_count, new_ip_count)
-SELECT s.ingest_date, s.asn_number, count(*), count(DISTINCT s.src_ip),
-       count(DISTINCT CASE WHEN NOT EXISTS (
-                               SELECT 1 FROM sessions AS p
-                               WHERE p.src_ip = s.src_ip AND p.ingest_date < s.ingest_date)
-                           THEN s.src_ip END)
--- Each stale day's sessions are read once, by date (CROSS JOIN keeps that order on SQLite).
-FROM sessions AS s
-CROSS JOIN w_days AS w
-WHERE s.ingest_date IN (SELECT stat_date FROM w_days)
-  AND w.stat_date = s.ingest_date AND w.asn_number = s.asn_number
-GROUP BY s.ingest_date, s.asn_number;
+SELECT a.ingest_date, a.asn_number, sum(a.sessions), count(*),
+       sum(CASE WHEN NOT EXISTS (
+                   SELECT 1 FROM sessions AS p
+                   WHERE p.src_ip = a.src_ip AND p.ingest_date < a.ingest_date)
+               THEN 1 ELSE 0 END)
+FROM (
+    SELECT s.ingest_date, s.asn_number, s.src_ip, count(*) AS sessions
+    -- Each stale day's sessions are read once, by date (CROSS JOIN keeps that order on SQLite).
+    FROM sessions AS s
+    CROSS JOIN w_days AS w
+    WHERE s.ingest_date IN (SELECT stat_date FROM w_days)
+      AND w.stat_date = s.ingest_date AND w.asn_number = s.asn_number
+    GROUP BY s.ingest_date, s.asn_number, s.src_ip
+) AS a
+GROUP BY a.ingest_date, a.asn_number;
 
 -- name: day_statistics
 SELECT d.asn_number, a.organization_name, d.session_count, d.unique_ip_count, d.new_ip_count

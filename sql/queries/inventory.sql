@@ -26,12 +26,16 @@ WHERE excluded.organization_name IS NOT NULL
   AND excluded.organization_name IS DISTINCT FROM asn_inventory.organization_name;
 
 -- name: upsert_ips
+-- A new address gets its counters with its row (w_ip_counters); an existing one keeps its
+-- counters here and refresh_ip_counters sets those that changed.
 INSERT INTO ip_inventory
     (ip_address, ip_version, ip_class, current_asn, asn_source, asn_network, country_code,
-     build_epoch, enriched_at, enriched_by_run, enrichment)
-SELECT ip_address, ip_version, ip_class, asn_number, asn_source, asn_network, country_code,
-       build_epoch, :now, :run_id, enrichment
-FROM w_lookups
+     build_epoch, enriched_at, enriched_by_run, enrichment, session_count, first_seen, last_seen)
+SELECT l.ip_address, l.ip_version, l.ip_class, l.asn_number, l.asn_source, l.asn_network,
+       l.country_code, l.build_epoch, :now, :run_id, l.enrichment,
+       coalesce(c.session_count, 0), c.first_seen, c.last_seen
+FROM w_lookups AS l
+LEFT JOIN w_ip_counters AS c ON c.ip_address = l.ip_address
 WHERE true
 ON CONFLICT (ip_address) DO UPDATE SET
     ip_version = excluded.ip_version,

@@ -32,6 +32,12 @@ CREATE TEMP TABLE IF NOT EXISTS w_ip_before (
     last_seen     TEXT,
     country_code  TEXT
 );
+CREATE TEMP TABLE IF NOT EXISTS w_ip_counters (
+    ip_address    TEXT PRIMARY KEY,
+    session_count INTEGER NOT NULL,
+    first_seen    TEXT,
+    last_seen     TEXT
+);
 CREATE TEMP TABLE IF NOT EXISTS w_old_sessions (
     sensor      TEXT NOT NULL,
     session_id  TEXT NOT NULL,

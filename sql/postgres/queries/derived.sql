@@ -6,3 +6,15 @@
 UPDATE sessions SET asn_number = w.new_asn
 FROM w_snapshot AS w
 WHERE sessions.sensor = w.sensor AND sessions.session_id = w.session_id;
+
+-- name: refresh_ip_counters
+-- The same as a join with the (analysed) work set.
+UPDATE ip_inventory SET
+    session_count = c.session_count,
+    first_seen = c.first_seen,
+    last_seen = c.last_seen
+FROM w_ip_counters AS c
+WHERE ip_inventory.ip_address = c.ip_address
+  AND (ip_inventory.session_count <> c.session_count
+       OR ip_inventory.first_seen IS DISTINCT FROM c.first_seen
+       OR ip_inventory.last_seen IS DISTINCT FROM c.last_seen);
