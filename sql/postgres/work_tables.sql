@@ -1,4 +1,8 @@
 -- Per-connection scratch tables for one transaction's work sets; emptied at the start of each write.
+-- The day-sized ones (w_fragments, w_sessions, w_merged, w_snapshot) have no key: keeping one
+-- costs about a second per 400,000 rows, PostgreSQL scans them or joins them by hash, and their
+-- rows are unique by construction (a duplicate fragment or session would still fail on the key
+-- of the table it is written to).
 
 CREATE TEMP TABLE IF NOT EXISTS w_fragments (
     sensor         text NOT NULL,
@@ -6,13 +10,11 @@ CREATE TEMP TABLE IF NOT EXISTS w_fragments (
     src_ip         text NOT NULL,
     first_event_at timestamptz NOT NULL,
     last_event_at  timestamptz NOT NULL,
-    event_count    integer NOT NULL,
-    PRIMARY KEY (sensor, session_id)
+    event_count    integer NOT NULL
 );
 CREATE TEMP TABLE IF NOT EXISTS w_sessions (
     sensor     text NOT NULL,
-    session_id text NOT NULL,
-    PRIMARY KEY (sensor, session_id)
+    session_id text NOT NULL
 );
 CREATE TEMP TABLE IF NOT EXISTS w_ips (ip_address text PRIMARY KEY);
 CREATE TEMP TABLE IF NOT EXISTS w_first_dates (ip_address text PRIMARY KEY, first_date date NOT NULL);
@@ -64,15 +66,13 @@ CREATE TEMP TABLE IF NOT EXISTS w_merged (
     first_event_at timestamptz NOT NULL,
     last_event_at  timestamptz NOT NULL,
     event_count    bigint NOT NULL,
-    asn_number     bigint,
-    PRIMARY KEY (sensor, session_id)
+    asn_number     bigint
 );
 CREATE TEMP TABLE IF NOT EXISTS w_snapshot (
     sensor     text NOT NULL,
     session_id text NOT NULL,
     old_asn    bigint,
-    new_asn    bigint,
-    PRIMARY KEY (sensor, session_id)
+    new_asn    bigint
 );
 CREATE TEMP TABLE IF NOT EXISTS w_days (
     stat_date  date NOT NULL,
