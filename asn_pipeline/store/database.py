@@ -144,8 +144,8 @@ def _copy_rows(conn: Connection, table: str, columns: Sequence[str], rows: list[
     column_list = ", ".join(preparer.quote(c) for c in columns)
     with conn.connection.dbapi_connection.cursor() as cursor:
         cursor.copy_expert(f"COPY {preparer.quote(table)} ({column_list}) FROM STDIN", buffer)
-        if table.startswith("w_"):
-            cursor.execute(f"ANALYZE {preparer.quote(table)}")
+    if table.startswith("w_"):
+        analyze(conn, table)
 
 
 def _copy_column(values: tuple) -> list[str] | tuple[str, ...]:
