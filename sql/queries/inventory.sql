@@ -26,8 +26,9 @@ WHERE excluded.organization_name IS NOT NULL
   AND excluded.organization_name IS DISTINCT FROM asn_inventory.organization_name;
 
 -- name: upsert_ips
--- A new address gets its counters with its row (w_ip_counters); an existing one keeps its
--- counters here and refresh_ip_counters sets those that changed.
+-- Every looked-up address gets its counters (w_ip_counters) in this one write, a new one with its
+-- row and an existing one in its update; refresh_ip_counters then only sets those of the other
+-- touched addresses (queued in stale_ips by another day's write).
 INSERT INTO ip_inventory
     (ip_address, ip_version, ip_class, current_asn, asn_source, asn_network, country_code,
      build_epoch, enriched_at, enriched_by_run, enrichment, session_count, first_seen, last_seen)
@@ -47,7 +48,10 @@ ON CONFLICT (ip_address) DO UPDATE SET
     build_epoch = excluded.build_epoch,
     enriched_at = excluded.enriched_at,
     enriched_by_run = excluded.enriched_by_run,
-    enrichment = excluded.enrichment;
+    enrichment = excluded.enrichment,
+    session_count = excluded.session_count,
+    first_seen = excluded.first_seen,
+    last_seen = excluded.last_seen;
 
 -- name: record_asn_history
 INSERT INTO ip_asn_history
