@@ -122,12 +122,16 @@ DELETE FROM sessions
 WHERE (sensor, session_id) IN (SELECT sensor, session_id FROM w_old_sessions);
 
 -- name: insert_merged_sessions
+-- In the order of sessions_day_ip: a day's rows then lie in the table in the order every later
+-- read of the day (snapshot, statistics, checks) visits them through that index, and the two
+-- address indexes are filled in key order.
 INSERT INTO sessions
     (sensor, session_id, src_ip, ingest_date, first_event_at, last_event_at, event_count,
      asn_number)
 SELECT sensor, session_id, src_ip, ingest_date, first_event_at, last_event_at, event_count,
        asn_number
-FROM w_merged;
+FROM w_merged
+ORDER BY ingest_date, src_ip;
 
 -- name: mark_days_of_first_date_changes
 -- new_ip_count of a day counts addresses first seen that day: when an address's first day moves
