@@ -58,7 +58,7 @@ def snapshot_session_asns(inventory: Inventory, day: dt.date) -> int:
         changed = run(conn, "derived", "collect_snapshot_changes", day=day).rowcount
         analyze(conn, "w_snapshot")
         run(conn, "derived", "mark_days_of_snapshot_changes", day=day)
-        run(conn, "derived", "snapshot_session_asns")
+        run(conn, "derived", "snapshot_session_asns", day=day)
     return changed
 
 

@@ -71,6 +71,7 @@ CREATE TEMP TABLE IF NOT EXISTS w_merged (
 CREATE TEMP TABLE IF NOT EXISTS w_snapshot (
     sensor     text NOT NULL,
     session_id text NOT NULL,
+    src_ip     text NOT NULL,
     old_asn    bigint,
     new_asn    bigint
 );

@@ -137,19 +137,21 @@ ON CONFLICT DO NOTHING;
 
 -- name: collect_snapshot_changes
 -- The day's sessions whose asn_number differs from their address's ASN now.
-INSERT INTO w_snapshot (sensor, session_id, old_asn, new_asn)
-SELECT s.sensor, s.session_id, s.asn_number, i.current_asn
+INSERT INTO w_snapshot (sensor, session_id, src_ip, old_asn, new_asn)
+SELECT s.sensor, s.session_id, s.src_ip, s.asn_number, i.current_asn
 FROM sessions AS s
 LEFT JOIN ip_inventory AS i ON i.ip_address = s.src_ip
 WHERE s.ingest_date = :day AND s.asn_number IS DISTINCT FROM i.current_asn;
 
 -- name: snapshot_session_asns
--- asn_number of the day's sessions := their address's ASN now (the backfill step).
+-- asn_number of the day's sessions := their address's ASN now (the backfill step), for every
+-- address with a changed session. Reached by (day, address) through sessions_day_ip, in the
+-- order the day's rows lie in the table (insert_merged_sessions); one probe of the session key
+-- per row would visit them at random.
 UPDATE sessions SET asn_number = (
-    SELECT w.new_asn FROM w_snapshot AS w
-    WHERE w.sensor = sessions.sensor AND w.session_id = sessions.session_id
+    SELECT i.current_asn FROM ip_inventory AS i WHERE i.ip_address = sessions.src_ip
 )
-WHERE (sensor, session_id) IN (SELECT sensor, session_id FROM w_snapshot);
+WHERE ingest_date = :day AND src_ip IN (SELECT src_ip FROM w_snapshot);
 
 -- name: claim_asn_deltas
 INSERT INTO w_asn_deltas

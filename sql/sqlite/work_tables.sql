@@ -1,8 +1,7 @@
 -- Per-connection scratch tables for one transaction's work sets; emptied at the start of each write.
--- The day-sized ones that are only scanned (w_fragments, w_sessions, w_merged) have no key:
--- keeping one costs about a second per 400,000 rows, and their rows are unique by construction
--- (a duplicate would still fail on the key of the table they are written to). w_snapshot keeps
--- its key: the snapshot update probes it once per session.
+-- The day-sized ones that are only scanned (w_fragments, w_sessions, w_merged, w_snapshot) have
+-- no key: keeping one costs about a second per 400,000 rows, and their rows are unique by
+-- construction (a duplicate would still fail on the key of the table they are written to).
 
 CREATE TEMP TABLE IF NOT EXISTS w_fragments (
     sensor         TEXT NOT NULL,
@@ -71,9 +70,9 @@ CREATE TEMP TABLE IF NOT EXISTS w_merged (
 CREATE TEMP TABLE IF NOT EXISTS w_snapshot (
     sensor     TEXT NOT NULL,
     session_id TEXT NOT NULL,
+    src_ip     TEXT NOT NULL,
     old_asn    INTEGER,
-    new_asn    INTEGER,
-    PRIMARY KEY (sensor, session_id)
+    new_asn    INTEGER
 );
 CREATE TEMP TABLE IF NOT EXISTS w_days (
     stat_date  TEXT NOT NULL,
