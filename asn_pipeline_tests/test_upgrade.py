@@ -1,0 +1,129 @@
+"""Inventories made by earlier releases upgrade in place, with every row they hold.
+
+``fixtures/release_de8a6e0`` holds an inventory written by the first release (commit de8a6e0) on
+both dialects, with the logs and .mmdb files it read; its README says how it was made.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from asn_pipeline.store import Inventory
+from asn_pipeline.store.schema import SchemaVersionError, ensure_schema, migrations
+from asn_pipeline_tests import oracle
+from asn_pipeline_tests.conftest import Pipeline
+
+RELEASE = Path(__file__).parent / "fixtures" / "release_de8a6e0"
+DAYS = [dt.date(2026, 10, d) for d in (1, 2, 3, 4, 5, 6, 27)]
+REUSED = ("sensor-a", "feedface0001")
+KEPT_TABLES = ("session_fragments", "ip_inventory", "asn_inventory", "ip_asn_history")
+
+
+def load_release(db_url: str) -> None:
+    """The first release's inventory, as that release left it, at ``db_url``."""
+    if db_url.startswith("sqlite"):
+        shutil.copyfile(RELEASE / "inventory.sqlite", sa.engine.make_url(db_url).database)
+        return
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql((RELEASE / "postgres.sql").read_text())
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def release(db_url, tmp_path, monkeypatch) -> Pipeline:
+    load_release(db_url)
+    landing = tmp_path / "landing"
+    shutil.copytree(RELEASE / "landing", landing)
+    monkeypatch.setenv("ASN_PIPELINE_DB_URL", db_url)
+    monkeypatch.setenv("ASN_PIPELINE_LANDING_DIR", str(landing))
+    monkeypatch.setenv("ASN_PIPELINE_MAXMIND_ASN_DB", str(RELEASE / "asn.mmdb"))
+    monkeypatch.setenv("ASN_PIPELINE_MAXMIND_CITY_DB", str(RELEASE / "city.mmdb"))
+    with dg.DagsterInstance.ephemeral() as instance:
+        yield Pipeline(db_url, landing, instance)
+
+
+def test_the_first_release_schema_is_migration_001():
+    # 001 must stay the first release's schema: the fixture was made with it.
+    for dialect in ("sqlite", "postgres"):
+        folder = Path(__file__).parent.parent / "sql" / dialect
+        assert [m.version for m in migrations(folder)][:2] == [1, 2]
+    assert (
+        "PRIMARY KEY (sensor, session_id)\n"
+        in (Path(__file__).parent.parent / "sql" / "postgres" / "001_inventory.sql").read_text()
+    )
+
+
+def test_an_inventory_of_the_first_release_upgrades_in_place(
+    release: Pipeline, request, tmp_path, monkeypatch
+):
+    before = {table: release.table(table) for table in (*KEPT_TABLES, "rejected_events")}
+    old_sessions = release.table("sessions")
+    assert len(old_sessions[old_sessions["session_id"] == REUSED[1]]) == 1  # the old merge
+
+    inventory = Inventory(release.db_url)
+    try:
+        assert ensure_schema(inventory) == [2]
+    finally:
+        inventory.dispose()
+
+    applied = release.table("schema_migrations").sort_values("version")
+    assert applied["version"].tolist() == [1, 2]
+    for table in ("session_fragments", "ip_asn_history", "rejected_events"):
+        pd.testing.assert_frame_equal(
+            release.table(table)[before[table].columns], before[table], check_dtype=False
+        )
+    assert set(release.table("ip_inventory")["ip_address"]) == set(
+        before["ip_inventory"]["ip_address"]
+    )
+    sessions = release.table("sessions").set_index(["sensor", "session_id", "ingest_date"])
+    sessions = sessions.sort_index()
+    reused = sessions.loc[REUSED]
+    assert reused.index.tolist() == ["2026-10-02", "2026-10-27"]
+    assert reused["event_count"].tolist() == [4, 3]
+    assert reused["src_ip"].tolist() == ["45.10.2.2", "45.12.27.27"]
+    assert len(sessions) == len(old_sessions) + 1
+    # The derived values follow the split at once: counters of every address in the inventory.
+    ips = release.table("ip_inventory").set_index("ip_address")
+    counters = oracle.ip_counters(sessions.reset_index()).reindex(ips.index)
+    pd.testing.assert_frame_equal(
+        ips[counters.columns], counters, check_names=False, check_dtype=False
+    )
+    for queue in ("stale_ips", "stale_asn_deltas", "stale_days"):
+        assert release.table(queue).empty, queue
+
+    # Materialised again by this release: the same as this release's own pass from nothing.
+    release.run(*DAYS)
+    fresh = release.other(request, tmp_path, "fresh")
+    monkeypatch.setenv("ASN_PIPELINE_DB_URL", fresh.db_url)
+    fresh.run(*DAYS)
+    assert release.snapshot() == fresh.snapshot()
+
+
+def test_an_inventory_newer_than_the_code_is_refused(db_url, release: Pipeline):
+    release.execute(
+        "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "
+        "applied_at text NOT NULL, applied_by text)",
+        "INSERT INTO schema_migrations VALUES (99, 'from_the_future', '2030-01-01', NULL)",
+    )
+    before = {table: release.table(table) for table in ("sessions", *KEPT_TABLES)}
+    inventory = Inventory(db_url)
+    try:
+        with pytest.raises(SchemaVersionError, match="schema version 99, newer than this code"):
+            ensure_schema(inventory)
+    finally:
+        inventory.dispose()
+
+    [result] = release.run(DAYS[0], raise_on_error=False)
+    assert not result.success
+    for table, rows in before.items():
+        pd.testing.assert_frame_equal(release.table(table), rows)
