@@ -1,7 +1,25 @@
-"""The per-line work of reading Cowrie logs: fold one part of one file into session fragments.
+"""The per-line work of reading Cowrie logs: what makes a line rejected, and folding one part of one
+file into session fragments.
 
 Kept apart from ``asn_pipeline.cowrie`` so that the worker processes which run ``serve`` do not
 import pandas: a worker starts in a fraction of a second.
+
+A line is an event, a blank line, or a rejected line with one reason:
+
+- ``line_too_long``: longer than the limit (``ASN_PIPELINE_MAX_LINE_BYTES``), never parsed; only
+  its first ``RAW_PREFIX_BYTES`` bytes are kept, with its length and SHA-256;
+- ``invalid_utf8``, ``invalid_json``, ``not_an_object``;
+- ``missing_``/``invalid_`` + ``session``, ``src_ip``, ``timestamp`` or ``sensor``: the field is
+  absent, empty, not a string, holds NUL, or (``src_ip``) is no IP address;
+- ``timestamp_out_of_range`` (no UTC time: ``0001-01-01T00:30:00+01:00``),
+  ``timestamp_before_year_1000`` (its text would lose the fixed width that ordering needs),
+  ``timestamp_far_from_file_day`` (outside the file's window, see ``WINDOW_BEFORE``);
+- ``truncated_gzip``, ``corrupt_gzip``: the partial line at which a gzip stream breaks off (its
+  bytes, maybe none); ``not_gzip``: a ``.gz`` file that is not gzip at all, as one empty line.
+
+Input is read in blocks and handed to the hot loop as lines of whole blocks, so neither a gzip
+bomb nor a gigabyte-long line is ever held whole. Rejected lines go to a spool file per part as
+they come and are read back in order by the parent process (``read_spool``).
 
 A part's sessions come back as fragments. A session that an earlier part also saw is folded again
 from its *runs*, so that parts read in separate processes merge to exactly the result of reading
@@ -15,14 +33,18 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import gzip
+import hashlib
 import io
 import os
 import pickle
 import re
 import sys
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import chain
+from typing import BinaryIO
 
 import orjson
 
@@ -34,21 +56,44 @@ _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _PLAIN_IPV4 = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
 _MISSING = object()
 
+# Cowrie rotates cowrie.json.D at the sensor's local midnight, and local time is UTC-12h to
+# UTC+14h: the file holds events from D-1 10:00Z to D+1 12:00Z. A sensor clock up to ~10 h wrong
+# widens that to [D-1 00:00Z, D+2 00:00Z); an event outside is implausible for the file. The bounds
+# fall on whole seconds, so the hot loop's per-second cache of valid timestamps tests them too.
+WINDOW_BEFORE = dt.timedelta(days=1)
+WINDOW_AFTER = dt.timedelta(days=2)
+RAW_PREFIX_BYTES = 4096
+BLOCK_BYTES = 8 << 20
+# A hostile file can make every source address or second unique: the caches then start over.
+_CACHE_ENTRIES = 1 << 20
+# A spool batch is pickled when it holds this many lines or characters of raw text.
+_SPOOL_BATCH_LINES = 10_000
+_SPOOL_BATCH_CHARS = 4 << 20
+_GZIP_MAGIC = b"\x1f\x8b"
+
 # (first timestamp, src_ip, event count) of one run of a session's events.
 Run = tuple[str, str, int]
 # (src_ip, first timestamp, last timestamp, event count) of one session.
 Fragment = tuple[str, str, str, int]
+# (line number in the part, reason, raw_line, line_bytes, line_sha256) of one rejected line.
+SpooledLine = tuple[int, str, str, int, str | None]
 
 
 @dataclass(frozen=True)
 class LogPart:
-    """The lines in bytes ``[start, end)`` of one file (offsets on line starts); gzip: all of it."""
+    """The lines in bytes ``[start, end)`` of one file (offsets on line starts); gzip: all of it.
+
+    ``day`` is the file's day (for the timestamp window); rejected lines go to the file ``spool``.
+    """
 
     path: str
     start: int
     end: int
     gzip: bool
     sensor_folder: str | None
+    day: dt.date
+    spool: str
+    max_line_bytes: int
 
 
 @dataclass
@@ -58,30 +103,42 @@ class PartResult:
     ``fragments`` are columns (sensor, session_id, src_ip, first_event_at, last_event_at,
     event_count) with one row per session in order of first appearance. ``runs`` holds the runs of
     the few rows that have more than one; every other row is the single run
-    ``(first_event_at, src_ip, event_count)``.
+    ``(first_event_at, src_ip, event_count)``. ``damage`` is ``not_gzip``, ``truncated_gzip`` or
+    ``corrupt_gzip`` for a damaged gzip file. The rejected lines themselves are in the part's spool.
     """
 
     lines_read: int = 0
     blank_lines: int = 0
     events_read: int = 0
     src_ip_conflicts: int = 0
-    rejected: list[tuple[int, str, str]] = field(default_factory=list)
+    rejected_lines: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    damage: str | None = None
     fragments: list[Sequence] = field(default_factory=lambda: [(), (), (), (), (), ()])
     runs: dict[int, list[Run]] = field(default_factory=dict)
 
 
 def read_part(part: LogPart) -> PartResult:
-    """Fold every line of one part into session fragments and rejected lines."""
+    """Fold every line of one part into session fragments; spool its rejected lines."""
     result = PartResult()
-    if part.gzip:
-        _scan(_gzip_lines(part.path, result), part.sensor_folder, result)
-        return result
-    with open(part.path, "rb") as handle:
-        handle.seek(part.start)
-        data = handle.read(part.end - part.start)
-    # Line by line rather than split(): each line's bytes reuse the memory the last one freed.
-    _scan(io.BytesIO(data), part.sensor_folder, result)
+    spool = _Spool(part.spool, result)
+    try:
+        with open(part.path, "rb") as handle:
+            _scan(_part_lines(handle, part, result), part, result, spool.reject)
+    finally:
+        spool.close()
     return result
+
+
+def read_spool(path: str) -> Iterator[SpooledLine]:
+    """The rejected lines a part wrote to ``path``, in order."""
+    with open(path, "rb") as handle:
+        while True:
+            try:
+                batch = pickle.load(handle)
+            except EOFError:
+                return
+            yield from batch
 
 
 def serve() -> None:
@@ -131,26 +188,54 @@ def fold_runs(fragment: Fragment | None, runs: Iterable[Run], last: str) -> tupl
 
 
 def normalise_timestamp(text: str) -> str | None:
-    """Cowrie's ISO timestamp as fixed-width UTC text (sorts as time); ``None`` if invalid."""
+    """Cowrie's ISO timestamp as fixed-width UTC text (sorts as time); ``None`` if unusable."""
+    return _utc_text(text)[0]
+
+
+def _utc_text(text: str) -> tuple[str | None, str]:
+    """``(fixed-width UTC text, "")``, or ``(None, reason)`` for an unusable timestamp."""
     if _CANONICAL_TS.match(text):
         try:
             dt.datetime.fromisoformat(text)
         except ValueError:
-            return None
-        return text
+            return None, "invalid_timestamp"
+        if text < "1000":
+            return None, "timestamp_before_year_1000"
+        return text, ""
     try:
         moment = dt.datetime.fromisoformat(text)
     except ValueError:
-        return None
+        return None, "invalid_timestamp"
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    try:
+        moment = moment.astimezone(dt.UTC)
+    except OverflowError:  # before year 1 or after 9999 once in UTC
+        return None, "timestamp_out_of_range"
+    if moment.year < 1000:  # strftime would write the year in fewer than four digits
+        return None, "timestamp_before_year_1000"
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), ""
 
 
-def _scan(lines: Iterable[bytes], sensor_folder: str | None, result: PartResult) -> None:
+def _window(day: dt.date) -> tuple[str, str]:
+    """The first and the first too late timestamp of a file of ``day``, as fixed-width text."""
+    earliest = day - WINDOW_BEFORE if day - dt.date.min >= WINDOW_BEFORE else dt.date.min
+    latest = day + WINDOW_AFTER if dt.date.max - day >= WINDOW_AFTER else None
+    # No date follows 9999-12-31, but every year-9999 timestamp sorts before year "A".
+    return f"{earliest}T00:00:00.000000Z", f"{latest or 'A'}T00:00:00.000000Z"
+
+
+def _scan(
+    lines: Iterable[bytes],
+    part: LogPart,
+    result: PartResult,
+    reject: Callable[[int, str, bytes | _BadLine], None],
+) -> None:
     """The hot loop: one ``orjson.loads`` and a handful of tests per well-formed line."""
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
-    rejected = result.rejected
+    sensor_folder = part.sensor_folder
+    earliest, latest = _window(part.day)
+    earliest_second, latest_second = earliest[:20], latest[:20]
     ip_cache: dict[str, str | None] = {}
     second_valid: dict[str, bool] = {}
     sensors: dict[str, str] = {}
@@ -162,8 +247,12 @@ def _scan(lines: Iterable[bytes], sensor_folder: str | None, result: PartResult)
         try:
             event = loads(raw)
         except decode_error:
-            if raw.strip():
-                rejected.append((number, _undecodable_reason(raw), _raw_text(raw)))
+            # A line that is not bytes (a _BadLine: too long, or a damaged gzip's last) is never
+            # JSON either: orjson refuses its type.
+            if type(raw) is _BadLine:
+                reject(number, raw.reason, raw)
+            elif raw.strip():
+                reject(number, _undecodable_reason(raw), raw)
             else:
                 blank += 1  # only blank lines are blank after strip(), and none of them is JSON
             continue
@@ -183,11 +272,12 @@ def _scan(lines: Iterable[bytes], sensor_folder: str | None, result: PartResult)
             and second_valid.get(stamp[:20])
         ):
             # Most events: a session seen before, the same address, a timestamp in Cowrie's form
-            # from a second seen valid. The session, sensor and address passed every check then.
+            # from a second seen valid and in the file's window. The session, sensor and address
+            # passed every check then.
             src_ip, timestamp = entry[1], stamp
         else:
             if type(event) is not dict:
-                rejected.append((number, "not_an_object", _raw_text(raw)))
+                reject(number, "not_an_object", raw)
                 continue
             get = event.get
             session, src, stamp = get("session"), get("src_ip"), get("timestamp")
@@ -206,28 +296,37 @@ def _scan(lines: Iterable[bytes], sensor_folder: str | None, result: PartResult)
                 and "\0" not in stamp
                 and "\0" not in sensor
             ):
-                reason = _field_reason(session, src, stamp, sensor)
-                rejected.append((number, reason, _raw_text(raw)))
+                reject(number, _field_reason(session, src, stamp, sensor), raw)
                 continue
             src_ip = ip_cache.get(src, _MISSING)
             if src_ip is _MISSING:
+                if len(ip_cache) >= _CACHE_ENTRIES:
+                    ip_cache.clear()
                 src_ip = ip_cache[src] = _canonical_ip_or_none(src)
             if src_ip is None:
-                rejected.append((number, "invalid_src_ip", _raw_text(raw)))
+                reject(number, "invalid_src_ip", raw)
                 continue
+            valid = False
             if stamp[26:] == "Z" and stamp.isascii() and stamp[20:26].isdigit():
-                # Cowrie's own form: normalise_timestamp keeps such a stamp or rejects it, and
-                # which depends only on the part before the microseconds: decide once a second.
+                # Cowrie's own form: whether the stamp is kept as it is depends only on the part
+                # before the microseconds: decide once a second.
                 second = stamp[:20]
                 valid = second_valid.get(second)
                 if valid is None:
-                    valid = second_valid[second] = normalise_timestamp(stamp) == stamp
-                timestamp = stamp if valid else normalise_timestamp(stamp)
+                    if len(second_valid) >= _CACHE_ENTRIES:
+                        second_valid.clear()
+                    valid = second_valid[second] = (
+                        earliest_second <= second < latest_second and _utc_text(stamp)[0] == stamp
+                    )
+            if valid:
+                timestamp = stamp
             else:
-                timestamp = normalise_timestamp(stamp)
-            if timestamp is None:
-                rejected.append((number, "invalid_timestamp", _raw_text(raw)))
-                continue
+                timestamp, reason = _utc_text(stamp)
+                if timestamp is not None and not earliest <= timestamp < latest:
+                    timestamp, reason = None, "timestamp_far_from_file_day"
+                if timestamp is None:
+                    reject(number, reason, raw)
+                    continue
             entry = sessions.get((sensor, session))
         events += 1
         if entry is None:
@@ -268,16 +367,175 @@ def _fragments(sessions: dict, several_runs: list[tuple[str, str]], result: Part
     result.fragments = [sensors, session_ids, src_ips, firsts, lasts, counts]
 
 
-def _gzip_lines(path: str, result: PartResult) -> Iterator[bytes]:
-    """Lines of a gzip file; a damaged stream ends in one rejected line after the last good one."""
-    number = 0
-    with gzip.open(path, "rb") as handle:
+class _BadLine:
+    """A line handed to the hot loop as its reason, first bytes, length and SHA-256, not whole.
+
+    Bytes arrive in pieces; a CR at the end of a piece is held back, as it may begin the line break.
+    """
+
+    __slots__ = ("reason", "prefix", "size", "_hash", "_held_cr")
+
+    def __init__(self, reason: str, data: bytes = b"") -> None:
+        self.reason, self.prefix, self.size = reason, b"", 0
+        self._hash, self._held_cr = hashlib.sha256(), False
+        self.add(data)
+
+    def add(self, data: bytes) -> None:
+        if self._held_cr:
+            self._take(b"\r")
+        self._held_cr = data.endswith(b"\r")
+        self._take(memoryview(data)[:-1] if self._held_cr else data)
+
+    def end(self, line_break: bool) -> _BadLine:
+        """The line is complete; ``line_break``: it ended in one (else the data ended)."""
+        if self._held_cr and not line_break:
+            self._take(b"\r")
+        self._held_cr = False
+        return self
+
+    def _take(self, data: bytes | memoryview) -> None:
+        if len(self.prefix) < RAW_PREFIX_BYTES:
+            self.prefix += data[: RAW_PREFIX_BYTES - len(self.prefix)]
+        self._hash.update(data)
+        self.size += len(data)
+
+    @property
+    def sha256(self) -> str | None:
+        """The hex SHA-256 of the whole line when ``prefix`` is only its start."""
+        return self._hash.hexdigest() if self.size > len(self.prefix) else None
+
+
+def _part_lines(handle: BinaryIO, part: LogPart, result: PartResult) -> Iterable:
+    """The part's lines: bytes, and ``_BadLine`` for those not handed over whole."""
+    if not part.gzip:
+        blocks = _plain_blocks(handle, part.start, part.end)
+    elif handle.read(2) in (b"", _GZIP_MAGIC):
+        handle.seek(0)
+        # read1: a stream that breaks off still gives every byte decompressed before the break.
+        blocks = iter(partial(gzip.GzipFile(fileobj=handle).read1, BLOCK_BYTES), b"")
+    else:
+        result.damage = "not_gzip"
+        return [_BadLine("not_gzip")]
+    return chain.from_iterable(_lines(blocks, part.max_line_bytes, result))
+
+
+def _plain_blocks(handle: BinaryIO, start: int, end: int) -> Iterator[bytes]:
+    handle.seek(start)
+    remaining = end - start
+    while remaining > 0 and (block := handle.read(min(BLOCK_BYTES, remaining))):
+        remaining -= len(block)
+        yield block
+
+
+def _lines(blocks: Iterator[bytes], limit: int, result: PartResult) -> Iterator[Iterable]:
+    """The lines of a stream of blocks, as one iterable per block; a line of more than ``limit``
+    bytes (line break excluded) as a ``_BadLine``, streamed through and never held whole.
+
+    A damaged gzip stream ends the lines with its partial last line as a ``_BadLine``.
+    """
+    carry = b""  # the start of a line that no block so far has ended, at most limit + 1 bytes
+    long: _BadLine | None = None  # the line being streamed when it exceeded that
+    # Any run of limit + 1 bytes without a newline contains an aligned window of this many.
+    window = (limit + 2) // 2
+    try:
+        for block in blocks:
+            start = 0
+            if carry or long is not None:
+                newline = block.find(b"\n")
+                if newline < 0:
+                    if long is not None:
+                        long.add(block)
+                        continue
+                    carry += block
+                else:
+                    if long is not None:
+                        long.add(block[:newline])
+                        yield (long.end(line_break=True),)
+                    else:
+                        yield _bounded((carry + block[: newline + 1],), limit)
+                    long, carry, start = None, b"", newline + 1
+            if not carry:
+                last = block.rfind(b"\n", start)
+                if last < 0:
+                    carry = block[start:]
+                else:
+                    # The block's whole lines, without copying them: a BytesIO shares the bytes
+                    # it is made from, and cutting off less than half of them keeps sharing.
+                    lines = io.BytesIO(block)
+                    lines.seek(start)
+                    lines.truncate(last + 1)
+                    carry = block[last + 1 :]
+                    if last + 1 - start > limit + 1 and any(
+                        block.find(b"\n", at, at + window) < 0
+                        for at in range(start, last + 1, window)
+                    ):
+                        yield _bounded(lines, limit)  # a line may be too long: look at each
+                    else:
+                        yield lines  # iterating it makes each line's bytes, quickly
+            if len(carry) > limit + 1:  # too long, even if a CR at its end is the line break
+                long, carry = _BadLine("line_too_long", carry), b""
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        result.damage = "truncated_gzip" if isinstance(error, EOFError) else "corrupt_gzip"
+        tail = long if long is not None else _BadLine("", carry)
+        tail.reason = result.damage
+        yield (tail.end(line_break=False),)
+        return
+    if long is not None:
+        yield (long.end(line_break=False),)
+    elif carry:
+        yield _bounded((carry,), limit)
+
+
+def _bounded(lines: Iterable[bytes], limit: int) -> Iterator[bytes | _BadLine]:
+    """The lines, each one longer than ``limit`` as a ``_BadLine``."""
+    for line in lines:
+        if _line_bytes(line) > limit:
+            yield _BadLine("line_too_long", line.removesuffix(b"\n")).end(line.endswith(b"\n"))
+        else:
+            yield line
+
+
+def _line_bytes(raw: bytes) -> int:
+    """The length of a line without its line break (LF or CR LF)."""
+    if raw.endswith(b"\n"):
+        return len(raw) - (2 if raw.endswith(b"\r\n") else 1)
+    return len(raw)
+
+
+class _Spool:
+    """A part's rejected lines, written to a file in pickled batches as they come."""
+
+    def __init__(self, path: str, result: PartResult) -> None:
+        self.path, self.result = path, result
+        self.batch: list[SpooledLine] = []
+        self.chars = 0
+        self.handle: BinaryIO | None = None
+
+    def reject(self, number: int, reason: str, raw: bytes | _BadLine) -> None:
+        if type(raw) is _BadLine:
+            line = (number, reason, _raw_text(raw.prefix), raw.size, raw.sha256)
+        else:
+            line = (number, reason, _raw_text(raw), _line_bytes(raw), None)
+        self.batch.append(line)
+        self.chars += len(line[2])
+        self.result.rejected_lines += 1
+        self.result.reasons[reason] = self.result.reasons.get(reason, 0) + 1
+        if len(self.batch) >= _SPOOL_BATCH_LINES or self.chars >= _SPOOL_BATCH_CHARS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.batch:
+            if self.handle is None:
+                self.handle = open(self.path, "wb")  # noqa: SIM115 - closed by close()
+            pickle.dump(self.batch, self.handle, protocol=pickle.HIGHEST_PROTOCOL)
+            self.batch, self.chars = [], 0
+
+    def close(self) -> None:
         try:
-            for number, raw in enumerate(handle, start=1):  # noqa: B007
-                yield raw
-        except (EOFError, gzip.BadGzipFile, zlib.error) as error:
-            reason = "truncated_gzip" if isinstance(error, EOFError) else "corrupt_gzip"
-            result.rejected.append((number + 1, reason, str(error)))
+            self.flush()
+        finally:
+            if self.handle is not None:
+                self.handle.close()
 
 
 def _field_reason(session: object, src: object, stamp: object, sensor: object) -> str:
