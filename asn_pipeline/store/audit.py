@@ -40,3 +40,9 @@ def misclassified_addresses(inventory: Inventory, day: dt.date) -> list[str]:
             if ip_class != expected or (is_bogon and (source != "bogon" or asn is not None)):
                 wrong.append(ip)
     return wrong
+
+
+def damaged_source_files(inventory: Inventory, day: dt.date) -> list[tuple[str, str]]:
+    """(file, status) of ``day``'s source files that were not read whole or held no event."""
+    with inventory.read() as conn:
+        return [tuple(r) for r in run(conn, "audit", "day_damaged_source_files", day=day)]

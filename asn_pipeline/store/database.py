@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import logging
+import os
 import re
+import socket
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
 import pandas as pd
+import psycopg2
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -35,36 +39,47 @@ PG_WORK_MEM = "64MB"
 # hold under any concurrency with no lock-ordering to get wrong; parsing and lookups, which take
 # most of the time, still run in parallel outside it.
 WRITE_LOCK_KEY = 0x61736E5F706970  # "asn_pip"
-_SCHEMA_APPLIED: set[str] = set()
+# A writer whose client died without closing its connection (a host lost, a process frozen) must
+# not hold that lock for hours: PostgreSQL ends a transaction left idle this long, and TCP
+# keepalives (both ends) notice a peer that is gone within about two minutes. A write
+# transaction runs statement after statement; it is never idle for more than a few seconds.
+PG_IDLE_IN_TRANSACTION_TIMEOUT_S = 300
+PG_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10}
+PG_SERVER_KEEPALIVES = {"tcp_keepalives_idle": 60, "tcp_keepalives_interval": 10}
+# Before queueing behind another writer, a writer says who that is (``Inventory.on_wait``).
+SQLITE_FIRST_TRY_MS = 100
 DDL_FOLDERS = {"sqlite": "sqlite", "postgresql": "postgres"}
 
 
 class Inventory:
     """A handle on the inventory database; ``write()`` gives one all-or-nothing transaction."""
 
-    def __init__(self, url: str):
+    def __init__(
+        self,
+        url: str,
+        *,
+        application_name: str | None = None,
+        idle_in_transaction_timeout_s: float = PG_IDLE_IN_TRANSACTION_TIMEOUT_S,
+    ):
         self.url = url
-        self.engine: Engine = _create_engine(url)
+        self.application_name = application_name or f"asn_pipeline {_whoami()}"
+        self.engine: Engine = _create_engine(
+            url, self.application_name, idle_in_transaction_timeout_s, self._sqlite_waiting
+        )
         self.dialect = self.engine.dialect.name
-        self.sql_folder = SQL_DIR / DDL_FOLDERS.get(self.dialect, self.dialect)
+        self.sql_folder = self.folder_for(self.dialect)
+        # Told, before a writer queues for the write lock, who holds it.
+        self.on_wait: Callable[[str], None] = logging.getLogger(__name__).warning
 
     @property
     def display_url(self) -> str:
         """The URL with its password masked."""
         return redact_url(self.url)
 
-    def ensure_schema(self) -> None:
-        """Apply the DDL of ``sql/<dialect>/`` (idempotent; once per database and process)."""
-        if self.url in _SCHEMA_APPLIED:
-            return
-        scripts = sorted(self.sql_folder.glob("0*.sql"))
-        if not scripts:
-            raise RuntimeError(f"no schema for {self.dialect} in {self.sql_folder}")
-        with self.write() as conn:
-            for path in scripts:
-                for statement in _statements(path.read_text()):
-                    conn.exec_driver_sql(statement)
-        _SCHEMA_APPLIED.add(self.url)
+    @staticmethod
+    def folder_for(dialect: str) -> Path:
+        """``sql/<dialect>/``: the dialect's migrations, work tables and query forms."""
+        return SQL_DIR / DDL_FOLDERS.get(dialect, dialect)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -76,9 +91,49 @@ class Inventory:
         """
         with self.engine.begin() as conn:
             if self.dialect == "postgresql":
-                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
+                self._take_advisory_lock(conn)
+            else:
+                self._claim_sqlite_lock()
             _prepare_work_tables(conn, self.sql_folder)
             yield conn
+
+    def _take_advisory_lock(self, conn: Connection) -> None:
+        if conn.exec_driver_sql("SELECT pg_try_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,)).scalar():
+            return
+        holder = conn.execute(_queries("lock", "postgres")["write_lock_holder"]).first()
+        if holder is None:
+            self.on_wait("waiting for the inventory write lock (its holder just let it go)")
+        else:
+            self.on_wait(
+                f"waiting for the inventory write lock, held by PostgreSQL backend {holder.pid} "
+                f"({holder.application_name or 'no application name'}, client "
+                f"{holder.client_addr or 'local socket'}, transaction started "
+                f"{holder.xact_start:%Y-%m-%d %H:%M:%S %Z}, {holder.state})"
+            )
+        started = time.monotonic()
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
+        self.on_wait(f"got the inventory write lock after {time.monotonic() - started:.1f} s")
+
+    def _claim_sqlite_lock(self) -> None:
+        """Say who this writer is, for writers that queue behind it (SQLite cannot tell them):
+        a small file beside the database, replaced atomically."""
+        path = self._sqlite_holder_file()
+        if path is not None:
+            tmp = path.with_name(f"{path.name}.{os.getpid()}")
+            tmp.write_text(f"{self.application_name}, since {dt.datetime.now(dt.UTC):%H:%M:%S} UTC")
+            os.replace(tmp, path)
+
+    def _sqlite_holder_file(self) -> Path | None:
+        database = sa.engine.make_url(self.url).database
+        return Path(f"{database}-writer") if database else None
+
+    def _sqlite_waiting(self) -> None:
+        path = self._sqlite_holder_file()
+        try:
+            holder = path.read_text() if path else "unknown"
+        except OSError:
+            holder = "unknown"
+        self.on_wait(f"waiting for the inventory write lock, last taken by {holder}")
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -219,7 +274,7 @@ def _queries(module: str, folder: str | None = None) -> dict[str, sa.TextClause]
 @cache
 def _work_tables(folder: Path) -> tuple[tuple[str, str], ...]:
     """(name, DDL) of the scratch tables in ``folder/work_tables.sql``."""
-    statements = _statements((folder / "work_tables.sql").read_text())
+    statements = sql_statements((folder / "work_tables.sql").read_text())
     return tuple((re.search(r"TABLE IF NOT EXISTS (\w+)", s).group(1), s) for s in statements)
 
 
@@ -234,11 +289,36 @@ def _prepare_work_tables(conn: Connection, folder: Path) -> None:
             conn.exec_driver_sql(f"DELETE FROM {name}")  # noqa: S608 - names come from sql/
 
 
-def _statements(script: str) -> list[str]:
+def sql_statements(script: str) -> list[str]:
+    """The statements of a SQL script (``;``-separated; comment lines dropped)."""
     without_comments = "\n".join(
         line for line in script.splitlines() if not line.lstrip().startswith("--")
     )
     return [s.strip() for s in without_comments.split(";") if s.strip()]
+
+
+def is_transient(error: BaseException) -> bool:
+    """A failure that the same work may not meet again: a busy or locked SQLite database, a lost
+    or reset PostgreSQL connection, a deadlock or serialisation failure. Not a bad statement,
+    constraint or input."""
+    if isinstance(error, sa.exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        error = error.orig or error
+    if isinstance(error, sqlite3.OperationalError):
+        return any(word in str(error) for word in ("locked", "busy"))
+    return isinstance(error, psycopg2.OperationalError | psycopg2.InterfaceError)
+
+
+def _application_name(url: str, default: str) -> dict[str, str]:
+    """The PostgreSQL application name: the URL's own if it names one, else ``default``."""
+    if "application_name" in sa.engine.make_url(url).query:
+        return {}
+    return {"application_name": default[:63]}
+
+
+def _whoami() -> str:
+    return f"{socket.gethostname()} pid {os.getpid()}"
 
 
 def _enable_wal(cursor) -> None:  # type: ignore[no-untyped-def]
@@ -262,7 +342,12 @@ def _enable_wal(cursor) -> None:  # type: ignore[no-untyped-def]
             pause = min(pause * 2, 0.2)
 
 
-def _create_engine(url: str) -> Engine:
+def _create_engine(
+    url: str,
+    application_name: str,
+    idle_in_transaction_timeout_s: float,
+    on_sqlite_busy: Callable[[], None],
+) -> Engine:
     if url.startswith("sqlite"):
         database = sa.engine.make_url(url).database
         if database:
@@ -284,21 +369,45 @@ def _create_engine(url: str) -> Engine:
 
         @sa.event.listens_for(engine, "begin")
         def _on_begin(conn):  # type: ignore[no-untyped-def]
-            read_only = conn.get_execution_options().get("read_only", False)
-            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+            if conn.get_execution_options().get("read_only", False):
+                conn.exec_driver_sql("BEGIN")
+                return
+            # A short first try, so that a writer that has to queue can say so, then the wait.
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_FIRST_TRY_MS}")
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except sa.exc.OperationalError as error:
+                if not is_transient(error):
+                    raise
+                on_sqlite_busy()
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            finally:
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
 
         return engine
     # READ COMMITTED: a writer that waited for the advisory lock must see what the previous
     # writer committed; a snapshot taken earlier (REPEATABLE READ) would not.
-    engine = sa.create_engine(url, pool_pre_ping=True, isolation_level="READ COMMITTED")
+    engine = sa.create_engine(
+        url,
+        pool_pre_ping=True,
+        isolation_level="READ COMMITTED",
+        connect_args={**_application_name(url, application_name), **PG_KEEPALIVES},
+    )
+    settings = {
+        # A partition's work tables and hash joins hold hundreds of thousands of rows; the
+        # server defaults (8 MB of temp buffers, 4 MB per sort or hash) would spill them to disk.
+        "temp_buffers": PG_TEMP_BUFFERS,
+        "work_mem": PG_WORK_MEM,
+        "idle_in_transaction_session_timeout": f"{int(idle_in_transaction_timeout_s * 1000)}ms",
+        **PG_SERVER_KEEPALIVES,
+    }
 
     @sa.event.listens_for(engine, "connect")
     def _on_pg_connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
-        # A partition's work tables and hash joins hold hundreds of thousands of rows; the
-        # server defaults (8 MB of temp buffers, 4 MB per sort or hash) would spill them to disk.
         with dbapi_connection.cursor() as cursor:
-            cursor.execute(f"SET temp_buffers = '{PG_TEMP_BUFFERS}'")
-            cursor.execute(f"SET work_mem = '{PG_WORK_MEM}'")
+            for name, value in settings.items():
+                cursor.execute("SELECT set_config(%s, %s, false)", (name, str(value)))
         dbapi_connection.commit()
 
     return engine

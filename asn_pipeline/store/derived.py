@@ -22,6 +22,7 @@ from asn_pipeline.store.database import Inventory, analyze, run
 class StatisticsWritten:
     asns_refreshed: int
     days_refreshed: int
+    dates_refreshed: list[dt.date]
 
 
 def track_asn_changes(conn: Connection) -> None:
@@ -52,36 +53,55 @@ def refresh_ip_counters(conn: Connection) -> None:
     run(conn, "derived", "release_stale_ips")
 
 
-def snapshot_session_asns(inventory: Inventory, day: dt.date) -> int:
-    """Set ``sessions.asn_number`` of ``day``'s sessions to their address's current ASN."""
+def snapshot_session_asns(
+    inventory: Inventory, day: dt.date, *, settle: bool = False
+) -> tuple[int, StatisticsWritten | None]:
+    """Set ``sessions.asn_number`` of ``day``'s sessions to their address's current ASN; returns
+    how many changed and, with ``settle``, what ``drain_queues`` recomputed in the same
+    transaction."""
     with inventory.write() as conn:
         changed = run(conn, "derived", "collect_snapshot_changes", day=day).rowcount
         analyze(conn, "w_snapshot")
         run(conn, "derived", "mark_days_of_snapshot_changes", day=day)
         run(conn, "derived", "snapshot_session_asns", day=day)
-    return changed
+        refreshed = drain_queues(conn) if settle else None
+    return changed, refreshed
 
 
 def refresh_statistics(inventory: Inventory) -> StatisticsWritten:
-    """Drain the queues: stale address counters, ASN counter changes, stale daily statistics."""
+    """Drain the queues in a write transaction of their own (``drain_queues``)."""
     with inventory.write() as conn:
-        run(conn, "derived", "claim_stale_ips")
-        track_asn_changes(conn)
-        collect_ip_counters(conn)
-        refresh_ip_counters(conn)
-        queue_asn_changes(conn)
-        asns = run(conn, "derived", "claim_asn_deltas").rowcount
-        for name in (
-            "release_asn_deltas",
-            "apply_asn_deltas",
-            "recompute_asn_counters",
-            "refresh_asn_countries",
-        ):
-            run(conn, "derived", name)
-        days = run(conn, "derived", "claim_stale_days").rowcount
-        for name in ("release_stale_days", "delete_stale_day_stats", "insert_stale_day_stats"):
-            run(conn, "derived", name)
-    return StatisticsWritten(asns, days)
+        return drain_queues(conn)
+
+
+def drain_queues(conn: Connection) -> StatisticsWritten:
+    """Recompute every queued key: address counters, ASN counter changes, daily statistics.
+
+    Run at the end of a write transaction, it makes that write's commit exact (invariant 1) for
+    every key it or any earlier committed write queued.
+    """
+    run(conn, "derived", "claim_stale_ips")
+    track_asn_changes(conn)
+    collect_ip_counters(conn)
+    refresh_ip_counters(conn)
+    queue_asn_changes(conn)
+    asns = run(conn, "derived", "claim_asn_deltas").rowcount
+    for name in (
+        "release_asn_deltas",
+        "apply_asn_deltas",
+        "recompute_asn_counters",
+        "refresh_asn_countries",
+    ):
+        run(conn, "derived", name)
+    days = run(conn, "derived", "claim_stale_days").rowcount
+    for name in ("release_stale_days", "delete_stale_day_stats", "insert_stale_day_stats"):
+        run(conn, "derived", name)
+    dates = [_date(d) for d in run(conn, "derived", "claimed_dates").scalars()]
+    return StatisticsWritten(asns, days, dates)
+
+
+def _date(value: object) -> dt.date:
+    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
 
 
 def day_statistics(inventory: Inventory, day: dt.date) -> tuple[list[dict], int]:

@@ -31,6 +31,20 @@ def day_addresses(inventory: Inventory, day: dt.date) -> list[str]:
         return list(run(conn, "inventory", "day_addresses", day=day).scalars())
 
 
+def address_count(inventory: Inventory) -> int:
+    """Rows in ip_inventory."""
+    with inventory.read() as conn:
+        return run(conn, "inventory", "address_count").scalar_one()
+
+
+def day_pending(inventory: Inventory, day: dt.date) -> dict[str, int]:
+    """What a run that did not materialise every asset of ``day`` leaves for a later one: the
+    day's addresses not looked up yet, and its sessions whose ASN snapshot is not taken."""
+    with inventory.read() as conn:
+        row = run(conn, "inventory", "day_pending", day=day).one()
+    return dict(row._mapping)
+
+
 def upsert_lookups(
     inventory: Inventory, lookups: pd.DataFrame, run_id: str | None, now: dt.datetime
 ) -> InventoryWritten:

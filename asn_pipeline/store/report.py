@@ -17,6 +17,7 @@ DATA_TABLES = (
     "asn_daily_stats",
     "ip_asn_history",
     "rejected_events",
+    "source_files",
 )
 # Columns saying when and by which run a row was written: they differ between equal states.
 PROVENANCE_COLUMNS = frozenset(
@@ -28,6 +29,7 @@ PROVENANCE_COLUMNS = frozenset(
         "first_observed",
         "last_observed",
         "ingested_by_run",
+        "ingested_at",
     }
 )
 

@@ -46,7 +46,7 @@ CREATE TEMP TABLE IF NOT EXISTS w_old_sessions (
     src_ip      text NOT NULL,
     ingest_date date NOT NULL,
     asn_number  bigint,
-    PRIMARY KEY (sensor, session_id)
+    PRIMARY KEY (sensor, session_id, ingest_date)
 );
 CREATE TEMP TABLE IF NOT EXISTS w_other_fragments (
     sensor         text NOT NULL,
@@ -91,4 +91,27 @@ CREATE TEMP TABLE IF NOT EXISTS w_lookups (
     asn_source        text NOT NULL,
     build_epoch       bigint,
     enrichment        jsonb NOT NULL
+);
+-- The fragments of the touched sessions that have fragments on other days, each with the first
+-- day of its run of consecutive days: one session per run (DESIGN §1).
+CREATE TEMP TABLE IF NOT EXISTS w_islands (
+    sensor         text NOT NULL,
+    session_id     text NOT NULL,
+    fragment_date  date NOT NULL,
+    src_ip         text NOT NULL,
+    first_event_at timestamptz NOT NULL,
+    last_event_at  timestamptz NOT NULL,
+    event_count    bigint NOT NULL,
+    island_start   date NOT NULL,
+    PRIMARY KEY (sensor, session_id, fragment_date)
+);
+-- The files a day's write read (asn_pipeline.cowrie.FileReport).
+CREATE TEMP TABLE IF NOT EXISTS w_source_files (
+    logical_name   text PRIMARY KEY,
+    source_file    text NOT NULL,
+    size_bytes     bigint NOT NULL,
+    lines_read     bigint NOT NULL,
+    events_read    bigint NOT NULL,
+    rejected_lines bigint NOT NULL,
+    status         text NOT NULL
 );

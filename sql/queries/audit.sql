@@ -99,3 +99,8 @@ WHERE i.ip_address = d.src_ip;
 -- name: pending_stale_keys
 SELECT (SELECT count(*) FROM stale_ips) + (SELECT count(*) FROM stale_asn_deltas)
      + (SELECT count(*) FROM stale_days);
+
+-- name: day_damaged_source_files
+SELECT source_file, status FROM source_files
+WHERE ingest_date = :day AND status <> 'ok'
+ORDER BY source_file;

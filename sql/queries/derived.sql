@@ -211,6 +211,9 @@ INSERT INTO w_days (stat_date, asn_number)
 SELECT stat_date, asn_number FROM stale_days WHERE true
 ON CONFLICT DO NOTHING;
 
+-- name: claimed_dates
+SELECT DISTINCT stat_date FROM w_days ORDER BY stat_date;
+
 -- name: release_stale_days
 DELETE FROM stale_days
 WHERE EXISTS (

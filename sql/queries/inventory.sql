@@ -77,3 +77,18 @@ SELECT count(DISTINCT l.asn_number) AS new_asns
 FROM w_lookups AS l
 LEFT JOIN asn_inventory AS a ON a.asn_number = l.asn_number
 WHERE l.asn_number IS NOT NULL AND a.asn_number IS NULL;
+
+-- name: address_count
+SELECT count(*) FROM ip_inventory;
+
+-- name: day_pending
+SELECT
+    (SELECT count(*)
+       FROM (SELECT DISTINCT src_ip FROM session_fragments WHERE fragment_date = :day) AS d
+      WHERE NOT EXISTS (SELECT 1 FROM ip_inventory AS i WHERE i.ip_address = d.src_ip))
+        AS addresses_awaiting_lookup,
+    (SELECT count(*)
+       FROM sessions AS s
+       LEFT JOIN ip_inventory AS i ON i.ip_address = s.src_ip
+      WHERE s.ingest_date = :day AND s.asn_number IS DISTINCT FROM i.current_asn)
+        AS sessions_awaiting_asn_snapshot;

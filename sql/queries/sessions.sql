@@ -10,16 +10,9 @@ SELECT sensor, session_id FROM session_fragments WHERE fragment_date = :day
 UNION
 SELECT sensor, session_id FROM w_fragments;
 
--- name: collect_old_sessions
--- The touched sessions as they are before the write.
-INSERT INTO w_old_sessions (sensor, session_id, src_ip, ingest_date, asn_number)
-SELECT s.sensor, s.session_id, s.src_ip, s.ingest_date, s.asn_number
-FROM w_sessions AS k
-CROSS JOIN sessions AS s
-WHERE s.sensor = k.sensor AND s.session_id = k.session_id;
-
 -- name: collect_other_fragments
--- Fragments of the touched sessions from other days (sessions that span midnight).
+-- Fragments of the touched sessions' ids from other days: a session spanning midnight, or the
+-- same id reused on another day.
 INSERT INTO w_other_fragments
     (sensor, session_id, fragment_date, src_ip, first_event_at, last_event_at, event_count)
 SELECT f.sensor, f.session_id, f.fragment_date, f.src_ip, f.first_event_at, f.last_event_at,
@@ -28,9 +21,60 @@ FROM w_sessions AS k
 CROSS JOIN session_fragments AS f
 WHERE f.sensor = k.sensor AND f.session_id = k.session_id AND f.fragment_date <> :day;
 
+-- name: collect_islands
+-- Those ids' fragments, the day's new ones included, each with the first day of its run of
+-- consecutive days (an "island"): one session is one island. A run starts where the previous
+-- fragment of the id is not from the day before.
+INSERT INTO w_islands
+    (sensor, session_id, fragment_date, src_ip, first_event_at, last_event_at, event_count,
+     island_start)
+SELECT sensor, session_id, fragment_date, src_ip, first_event_at, last_event_at, event_count,
+       max(CASE WHEN starts_run = 1 THEN fragment_date END) OVER (
+           PARTITION BY sensor, session_id ORDER BY fragment_date ROWS UNBOUNDED PRECEDING)
+FROM (
+    SELECT f.*,
+           CASE WHEN julianday(f.fragment_date) - julianday(lag(f.fragment_date) OVER (
+                    PARTITION BY f.sensor, f.session_id ORDER BY f.fragment_date)) = 1
+                THEN 0 ELSE 1 END AS starts_run
+    FROM (
+        SELECT sensor, session_id, fragment_date, src_ip, first_event_at, last_event_at,
+               event_count
+        FROM w_other_fragments
+        UNION ALL
+        SELECT n.sensor, n.session_id, :day, n.src_ip, n.first_event_at, n.last_event_at,
+               n.event_count
+        FROM w_fragments AS n
+        WHERE EXISTS (
+            SELECT 1 FROM w_other_fragments AS o
+            WHERE o.sensor = n.sensor AND o.session_id = n.session_id
+        )
+    ) AS f
+) AS runs;
+
+-- name: collect_old_sessions
+-- The sessions this write may change, as they are before it: of the touched ids, those owned by
+-- the day or the next day (here), and by the first day of the island holding the previous day
+-- (collect_old_island_sessions). Writing day D changes only the islands that hold D-1, D or D+1;
+-- the island holding D-1 starts on the same day before and after the write, as that depends on
+-- earlier days only.
+INSERT INTO w_old_sessions (sensor, session_id, src_ip, ingest_date, asn_number)
+SELECT s.sensor, s.session_id, s.src_ip, s.ingest_date, s.asn_number
+FROM w_sessions AS k
+CROSS JOIN sessions AS s
+WHERE s.sensor = k.sensor AND s.session_id = k.session_id
+  AND s.ingest_date IN (:day, :next_day);
+
+-- name: collect_old_island_sessions
+INSERT INTO w_old_sessions (sensor, session_id, src_ip, ingest_date, asn_number)
+SELECT s.sensor, s.session_id, s.src_ip, s.ingest_date, s.asn_number
+FROM w_islands AS w
+CROSS JOIN sessions AS s
+WHERE w.fragment_date = :previous_day
+  AND s.sensor = w.sensor AND s.session_id = w.session_id AND s.ingest_date = w.island_start;
+
 -- name: merge_single_day_sessions
--- A session with no fragment on another day is its fragment of this day. asn_number snapshots
--- the address's current ASN.
+-- An id with no fragment on another day is one session: its fragment of this day. asn_number
+-- snapshots the address's current ASN.
 INSERT INTO w_merged
     (sensor, session_id, src_ip, ingest_date, first_event_at, last_event_at, event_count,
      asn_number)
@@ -43,42 +87,23 @@ WHERE NOT EXISTS (
     WHERE o.sensor = f.sensor AND o.session_id = f.session_id
 );
 
--- name: merge_spanning_sessions
--- One row per session from all of its fragments. The earliest day owns it and gives its source
--- address.
+-- name: merge_island_sessions
+-- One session per island that holds the previous day, the day or the next day, from all of its
+-- fragments. Its first day owns it and gives its source address.
 INSERT INTO w_merged
     (sensor, session_id, src_ip, ingest_date, first_event_at, last_event_at, event_count,
      asn_number)
-SELECT m.sensor, m.session_id, f.src_ip, m.ingest_date, m.first_event_at, m.last_event_at,
+SELECT m.sensor, m.session_id, f.src_ip, m.island_start, m.first_event_at, m.last_event_at,
        m.event_count, i.current_asn
 FROM (
-    SELECT sensor, session_id, min(fragment_date) AS ingest_date,
-           min(first_event_at) AS first_event_at, max(last_event_at) AS last_event_at,
-           sum(event_count) AS event_count
-    FROM (
-        SELECT sensor, session_id, fragment_date, first_event_at, last_event_at, event_count
-        FROM w_other_fragments
-        UNION ALL
-        SELECT sensor, session_id, :day, first_event_at, last_event_at, event_count
-        FROM w_fragments AS n
-        WHERE EXISTS (
-            SELECT 1 FROM w_other_fragments AS o
-            WHERE o.sensor = n.sensor AND o.session_id = n.session_id
-        )
-    ) AS all_fragments
-    GROUP BY sensor, session_id
+    SELECT sensor, session_id, island_start, min(first_event_at) AS first_event_at,
+           max(last_event_at) AS last_event_at, sum(event_count) AS event_count
+    FROM w_islands
+    GROUP BY sensor, session_id, island_start
+    HAVING max(fragment_date) >= :previous_day AND island_start <= :next_day
 ) AS m
-JOIN (
-    SELECT sensor, session_id, fragment_date, src_ip FROM w_other_fragments
-    UNION ALL
-    SELECT sensor, session_id, :day, src_ip
-    FROM w_fragments AS n
-    WHERE EXISTS (
-        SELECT 1 FROM w_other_fragments AS o
-        WHERE o.sensor = n.sensor AND o.session_id = n.session_id
-    )
-) AS f
-  ON f.sensor = m.sensor AND f.session_id = m.session_id AND f.fragment_date = m.ingest_date
+JOIN w_islands AS f
+  ON f.sensor = m.sensor AND f.session_id = m.session_id AND f.fragment_date = m.island_start
 LEFT JOIN ip_inventory AS i ON i.ip_address = f.src_ip;
 
 -- name: collect_touched_ips
@@ -119,7 +144,8 @@ FROM w_fragments;
 
 -- name: delete_touched_sessions
 DELETE FROM sessions
-WHERE (sensor, session_id) IN (SELECT sensor, session_id FROM w_old_sessions);
+WHERE (sensor, session_id, ingest_date) IN
+    (SELECT sensor, session_id, ingest_date FROM w_old_sessions);
 
 -- name: insert_merged_sessions
 -- In the order of sessions_day_ip: a day's rows then lie in the table in the order every later
@@ -158,9 +184,51 @@ ON CONFLICT DO NOTHING;
 -- name: delete_day_rejects
 DELETE FROM rejected_events WHERE ingest_date = :day;
 
+-- name: delete_day_source_files
+DELETE FROM source_files WHERE ingest_date = :day;
+
+-- name: insert_day_source_files
+INSERT INTO source_files
+    (ingest_date, logical_name, source_file, size_bytes, lines_read, events_read, rejected_lines,
+     status, ingested_at, ingested_by_run)
+SELECT :day, logical_name, source_file, size_bytes, lines_read, events_read, rejected_lines,
+       status, :now, :run_id
+FROM w_source_files;
+
+-- name: lost_source_files
+-- Files an earlier run of the day read that are gone now, or hold fewer lines than then.
+SELECT f.logical_name, f.source_file, f.lines_read, w.lines_read, f.ingested_by_run
+FROM source_files AS f
+LEFT JOIN w_source_files AS w ON w.logical_name = f.logical_name
+WHERE f.ingest_date = :day AND (w.logical_name IS NULL OR w.lines_read < f.lines_read)
+ORDER BY f.logical_name;
+
+-- name: day_lines_held
+-- The lines the day accounts for now: its events and its rejected lines, as its source files
+-- say, or (a day written before files were recorded) as its fragments and rejects say.
+SELECT CASE
+    WHEN EXISTS (SELECT 1 FROM source_files WHERE ingest_date = :day)
+    THEN (SELECT sum(events_read + rejected_lines) FROM source_files WHERE ingest_date = :day)
+    ELSE (SELECT coalesce(sum(event_count), 0) FROM session_fragments
+           WHERE fragment_date = :day)
+         + (SELECT count(*) FROM rejected_events WHERE ingest_date = :day)
+END;
+
 -- name: day_session_summary
+-- Sessions the day owns; fragments it holds; of those, the ones in a session spanning days, and
+-- the ones whose id has another session on a day not adjacent (a reused session id).
 SELECT
     (SELECT count(*) FROM w_merged WHERE ingest_date = :day) AS sessions_owned,
     (SELECT count(*) FROM w_fragments) AS fragments,
-    (SELECT count(*) FROM (SELECT DISTINCT sensor, session_id FROM w_other_fragments) AS o)
-        AS sessions_spanning_days;
+    (SELECT count(*) FROM w_islands AS w
+      WHERE w.fragment_date = :day
+        AND EXISTS (SELECT 1 FROM w_islands AS o
+                    WHERE o.sensor = w.sensor AND o.session_id = w.session_id
+                      AND o.island_start = w.island_start AND o.fragment_date <> :day))
+        AS sessions_spanning_days,
+    (SELECT count(*) FROM w_islands AS w
+      WHERE w.fragment_date = :day
+        AND EXISTS (SELECT 1 FROM w_islands AS o
+                    WHERE o.sensor = w.sensor AND o.session_id = w.session_id
+                      AND o.island_start <> w.island_start))
+        AS reused_session_ids;

@@ -45,7 +45,7 @@ CREATE TEMP TABLE IF NOT EXISTS w_old_sessions (
     src_ip      TEXT NOT NULL,
     ingest_date TEXT NOT NULL,
     asn_number  INTEGER,
-    PRIMARY KEY (sensor, session_id)
+    PRIMARY KEY (sensor, session_id, ingest_date)
 );
 CREATE TEMP TABLE IF NOT EXISTS w_other_fragments (
     sensor         TEXT NOT NULL,
@@ -90,4 +90,27 @@ CREATE TEMP TABLE IF NOT EXISTS w_lookups (
     asn_source        TEXT NOT NULL,
     build_epoch       INTEGER,
     enrichment        TEXT NOT NULL
+);
+-- The fragments of the touched sessions that have fragments on other days, each with the first
+-- day of its run of consecutive days: one session per run (DESIGN §1).
+CREATE TEMP TABLE IF NOT EXISTS w_islands (
+    sensor         TEXT NOT NULL,
+    session_id     TEXT NOT NULL,
+    fragment_date  TEXT NOT NULL,
+    src_ip         TEXT NOT NULL,
+    first_event_at TEXT NOT NULL,
+    last_event_at  TEXT NOT NULL,
+    event_count    INTEGER NOT NULL,
+    island_start   TEXT NOT NULL,
+    PRIMARY KEY (sensor, session_id, fragment_date)
+);
+-- The files a day's write read (asn_pipeline.cowrie.FileReport).
+CREATE TEMP TABLE IF NOT EXISTS w_source_files (
+    logical_name   TEXT PRIMARY KEY,
+    source_file    TEXT NOT NULL,
+    size_bytes     INTEGER NOT NULL,
+    lines_read     INTEGER NOT NULL,
+    events_read    INTEGER NOT NULL,
+    rejected_lines INTEGER NOT NULL,
+    status         TEXT NOT NULL
 );

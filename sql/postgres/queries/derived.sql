@@ -6,7 +6,8 @@
 -- plus one ip_inventory probe per row: 4.9 s against 4.6 s for a day's 306,000 sessions.
 UPDATE sessions SET asn_number = w.new_asn
 FROM w_snapshot AS w
-WHERE sessions.sensor = w.sensor AND sessions.session_id = w.session_id;
+WHERE sessions.sensor = w.sensor AND sessions.session_id = w.session_id
+  AND sessions.ingest_date = :day;
 
 -- name: refresh_ip_counters
 -- The same as a join with the (analysed) work set.

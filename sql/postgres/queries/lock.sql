@@ -1,0 +1,9 @@
+-- The PostgreSQL session that holds the inventory's advisory write lock (a bigint key shows in
+-- pg_locks as its high and low 32 bits, objsubid 1).
+
+-- name: write_lock_holder
+SELECT a.pid, a.application_name, a.client_addr, a.xact_start, a.state
+FROM pg_locks AS l
+JOIN pg_stat_activity AS a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted
+  AND l.classid = 6386542 AND l.objid = 1601202544 AND l.objsubid = 1;
