@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import dagster as dg
@@ -11,6 +12,7 @@ from pydantic import PrivateAttr
 from asn_pipeline.lookup.maxmind import MaxMindLookup
 from asn_pipeline.settings import Settings, normalise_db_url
 from asn_pipeline.store import Inventory
+from asn_pipeline.store.schema import ensure_schema
 
 # Dagster concurrency pool of every step that opens inventory connections; its limit is set in
 # the instance's dagster.yaml (concurrency.pools.default_limit).
@@ -25,8 +27,12 @@ class InventoryDatabase(dg.ConfigurableResource):
     _inventory: Inventory | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._inventory = Inventory(normalise_db_url(self.url))
-        self._inventory.ensure_schema()
+        run = (context.run_id or "none")[:8]
+        name = f"asn_pipeline run {run} {socket.gethostname()} pid {os.getpid()}"
+        self._inventory = Inventory(normalise_db_url(self.url), application_name=name)
+        if context.log is not None:
+            self._inventory.on_wait = context.log.warning
+        ensure_schema(self._inventory)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._inventory is not None:

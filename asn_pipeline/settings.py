@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ DEFAULT_LANDING_DIR = DEMO_DIR / "landing"
 DEFAULT_ASN_DB = DEMO_DIR / "demo-asn.mmdb"
 DEFAULT_START_DATE = "2020-01-01"
 SUPPORTED_DRIVERS = ("sqlite", "postgresql+psycopg2")
+MIN_SQLITE = (3, 39, 0)
+DEFAULT_MAX_LINE_BYTES = 1 << 20
 
 
 class ConfigurationError(ValueError):
@@ -45,6 +48,7 @@ class Settings:
     cymru_nameservers: tuple[Nameserver, ...]
     start_date: str
     parse_workers: int | None = None
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -67,17 +71,35 @@ class Settings:
             cymru_nameservers=_nameservers(get("ASN_PIPELINE_CYMRU_NAMESERVERS")),
             start_date=_date("ASN_PIPELINE_START_DATE", get("ASN_PIPELINE_START_DATE")),
             parse_workers=parse_workers(env),
+            max_line_bytes=max_line_bytes(env),
         )
 
 
 def _masked(value: str) -> str:
-    """A URL-ish string with anything between ``user:`` and ``@`` masked."""
-    return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", value)
+    """A URL-ish string with anything between ``user:`` and the last ``@`` masked (a password
+    may hold an unescaped ``@``)."""
+    return re.sub(r"(//[^:/@]*:).*@", r"\1***@", value)
 
 
 def redact_url(url: str) -> str:
     """The URL with any password masked, for logs and metadata."""
-    return make_url(url).render_as_string(hide_password=True)
+    parsed = make_url(url)
+    if parsed.host and "@" in parsed.host:  # the password's unescaped "@" ended it early
+        return _masked(url)
+    return parsed.render_as_string(hide_password=True)
+
+
+def require_sqlite(version: tuple[int, ...] = sqlite3.sqlite_version_info) -> None:
+    """Refuse a SQLite library older than the inventory's SQL needs (``IS DISTINCT FROM`` and
+    ``FULL OUTER JOIN`` came in 3.39)."""
+    if version < MIN_SQLITE:
+        found, needed = ".".join(map(str, version)), ".".join(map(str, MIN_SQLITE))
+        raise ConfigurationError(
+            "ASN_PIPELINE_DB_URL",
+            "sqlite:...",
+            f"this Python's SQLite library is {found}; the inventory needs {needed} or later "
+            "(use a Python built with a newer SQLite, or PostgreSQL)",
+        )
 
 
 def normalise_db_url(value: str) -> str:
@@ -87,6 +109,7 @@ def normalise_db_url(value: str) -> str:
 
 def _db_url(value: str | None) -> str:
     if value is None:
+        require_sqlite()
         return DEFAULT_DB_URL
     variable = "ASN_PIPELINE_DB_URL"
     try:
@@ -95,6 +118,10 @@ def _db_url(value: str | None) -> str:
     except (ArgumentError, ValueError):
         raise ConfigurationError(variable, _masked(value), "not a SQLAlchemy URL") from None
     shown = url.render_as_string(hide_password=True)
+    if url.host and "@" in url.host:
+        raise ConfigurationError(
+            variable, _masked(value), "the password holds an unescaped '@'; write it as %40"
+        )
     if url.drivername == "postgresql":
         url = url.set(drivername="postgresql+psycopg2")
     if url.drivername not in SUPPORTED_DRIVERS:
@@ -103,6 +130,8 @@ def _db_url(value: str | None) -> str:
         )
     if url.drivername == "sqlite" and url.database in (None, "", ":memory:"):
         raise ConfigurationError(variable, shown, "a SQLite inventory needs a file path")
+    if url.drivername == "sqlite":
+        require_sqlite()
     return url.render_as_string(hide_password=False)
 
 
@@ -179,4 +208,17 @@ def parse_workers(environ: Mapping[str, str] | None = None) -> int | None:
         return None
     if not value.isdigit() or not 1 <= int(value) <= 256:
         raise ConfigurationError(variable, value, "expected a whole number of processes, 1 to 256")
+    return int(value)
+
+
+def max_line_bytes(environ: Mapping[str, str] | None = None) -> int:
+    """``ASN_PIPELINE_MAX_LINE_BYTES``, validated: longer log lines are rejected, kept in part."""
+    variable = "ASN_PIPELINE_MAX_LINE_BYTES"
+    value = (os.environ if environ is None else environ).get(variable, "").strip() or None
+    if value is None:
+        return DEFAULT_MAX_LINE_BYTES
+    if not (value.isascii() and value.isdigit()) or not 1024 <= int(value) <= 1 << 30:
+        raise ConfigurationError(
+            variable, value, "expected a whole number of bytes, 1024 to 1073741824"
+        )
     return int(value)

@@ -1,6 +1,63 @@
-"""Small markdown renderers for materialisation metadata."""
+"""What the steps under ``defs/`` share: retries, what their run materialises, metadata tables."""
 
-from collections.abc import Iterable, Sequence
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+
+import dagster as dg
+
+from asn_pipeline.store.database import is_transient
+from asn_pipeline.store.derived import StatisticsWritten
+
+# Transient failures (a busy SQLite database, a dropped PostgreSQL connection) are retried with
+# backoff: every write step is all or nothing, so a retry starts from the previous state.
+RETRY_POLICY = dg.RetryPolicy(
+    max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+# Run tag that lets cowrie_sessions replace days with less than they hold (as its allow_shrink).
+ALLOW_SHRINK_TAG = "asn_pipeline/allow_shrink"
+STATISTICS_ASSET = "asn_statistics"
+
+
+@contextmanager
+def retry_only_transient() -> Iterator[None]:
+    """Let transient errors reach the step's ``RETRY_POLICY``; fail any other at once."""
+    try:
+        yield
+    except dg.Failure:
+        raise
+    except Exception as error:
+        if is_transient(error):
+            raise
+        raise dg.Failure(
+            description=f"{type(error).__name__}: {error}", allow_retries=False
+        ) from error
+
+
+def run_materialises(context: dg.OpExecutionContext, asset: str) -> bool:
+    """Whether the step's run also materialises ``asset`` (a run of the whole job does)."""
+    selection = context.run.asset_selection  # None or empty: the whole job
+    return not selection or dg.AssetKey(asset) in selection
+
+
+def report_refreshed_days(
+    context: dg.OpExecutionContext, refreshed: StatisticsWritten | None, day: dt.date
+) -> None:
+    """A materialisation of asn_statistics for every other day whose figures this step
+    recomputed (a session spanning midnight, an address's first day moved), so that the UI
+    does not show those partitions' old figures as current."""
+    for other in refreshed.dates_refreshed if refreshed else ():
+        if other != day:
+            context.log_event(
+                dg.AssetMaterialization(
+                    asset_key=STATISTICS_ASSET,
+                    partition=other.isoformat(),
+                    description=f"Recomputed by the run of {day}: its sessions changed this day.",
+                    metadata={"recomputed_by_partition": day.isoformat()},
+                )
+            )
 
 
 def counts_table(key: str, value: str, rows: Iterable[tuple[object, object]]) -> str:

@@ -111,21 +111,38 @@ class Pipeline:
         return defs()
 
     def run(
-        self, *days: dt.date, raise_on_error: bool = True, assets: list[str] | None = None
+        self,
+        *days: dt.date,
+        raise_on_error: bool = True,
+        assets: list[str] | None = None,
+        ops: dict | None = None,
+        tags: dict[str, str] | None = None,
     ) -> list[dg.ExecuteInProcessResult]:
         """Materialise the daily job (or only ``assets``) for each day, in the given order."""
         job = self.definitions().resolve_job_def(DAILY_JOB)
         selection = [dg.AssetKey(a) for a in assets] if assets else None
+        run_config = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+        if ops:
+            run_config["ops"] = ops
         return [
             job.execute_in_process(
                 partition_key=day.isoformat(),
                 instance=self.instance,
                 raise_on_error=raise_on_error,
                 asset_selection=selection,
-                run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+                run_config=run_config,
+                tags=tags,
             )
             for day in days
         ]
+
+    def other(self, request, tmp_path: Path, name: str) -> Pipeline:
+        """A pipeline on a second, empty inventory of the same backend, same logs and instance."""
+        if self.backend == "postgres":
+            url = request.getfixturevalue("postgres_schemas")()
+        else:
+            url = f"sqlite:///{tmp_path / f'{name}.sqlite'}"
+        return Pipeline(url, self.landing, self.instance)
 
     @property
     def backend(self) -> str:

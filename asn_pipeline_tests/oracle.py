@@ -16,7 +16,8 @@ import pandas as pd
 
 
 def sessions_from_files(landing: Path) -> pd.DataFrame:
-    """One row per (sensor, session) over every daily file: earliest day owns it."""
+    """One row per session over every daily file: the events of one (sensor, session id) in
+    files of consecutive days; the earliest day owns it."""
     rows = []
     for path in sorted(landing.glob("*/cowrie.json.*")):
         day = path.name.removeprefix("cowrie.json.").removesuffix(".gz")
@@ -33,17 +34,24 @@ def sessions_from_files(landing: Path) -> pd.DataFrame:
                     ip = ip.ipv4_mapped
                 rows.append((event["sensor"], event["session"], str(ip), day, stamp))
     events = pd.DataFrame(rows, columns=["sensor", "session_id", "src_ip", "day", "at"])
-    events = events.sort_values("at")
-    grouped = events.groupby(["sensor", "session_id"])
+    days = events[["sensor", "session_id", "day"]].drop_duplicates()
+    days = days.sort_values(["sensor", "session_id", "day"], ignore_index=True)
+    dates = pd.to_datetime(days["day"])
+    previous = dates.groupby([days["sensor"], days["session_id"]]).shift()
+    days["island"] = ((dates - previous) != pd.Timedelta(days=1)).cumsum()
+    events = events.merge(days, on=["sensor", "session_id", "day"]).sort_values("at")
+    grouped = events.groupby("island")
     return pd.DataFrame(
         {
+            "sensor": grouped["sensor"].first(),
+            "session_id": grouped["session_id"].first(),
             "ingest_date": grouped["day"].min(),
             "first_event_at": grouped["at"].min(),
             "last_event_at": grouped["at"].max(),
             "event_count": grouped.size(),
             "src_ip": grouped["src_ip"].first(),
         }
-    ).reset_index()
+    ).reset_index(drop=True)
 
 
 def ip_counters(sessions: pd.DataFrame) -> pd.DataFrame:

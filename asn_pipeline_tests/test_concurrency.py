@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from asn_pipeline.settings import PROJECT_ROOT
 from asn_pipeline.store import Inventory, audit
+from asn_pipeline.store.schema import ensure_schema
 from asn_pipeline_tests.conftest import CowrieLogs, Pipeline, configure, ts
 from asn_pipeline_tests.test_invariants import DAYS, write_week
 
@@ -35,6 +36,7 @@ EMPTYING_ORDER = (
     "ip_inventory",
     "asn_inventory",
     "rejected_events",
+    "source_files",
     "stale_ips",
     "stale_asn_deltas",
     "stale_days",
@@ -106,7 +108,7 @@ def test_a_new_sqlite_database_opened_while_another_process_writes_waits_for_its
         with inventory.read() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
         assert time.monotonic() - started >= 0.4  # it waited for the lock, not failed on it
-        inventory.ensure_schema()
+        ensure_schema(inventory)
     finally:
         release.join()
         inventory.dispose()

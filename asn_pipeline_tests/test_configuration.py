@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from asn_pipeline.demo import write_city_mmdb
-from asn_pipeline.settings import ConfigurationError, Nameserver, Settings, redact_url
+from asn_pipeline.settings import (
+    ConfigurationError,
+    Nameserver,
+    Settings,
+    redact_url,
+    require_sqlite,
+)
 from asn_pipeline_tests.conftest import NETWORKS
 
 
@@ -48,6 +54,22 @@ def test_a_password_never_appears_in_an_error_or_a_display_url():
     assert "hunter2" not in str(raised.value)
     shown = redact_url("postgresql+psycopg2://admin:hunter2@db.example/inventory")
     assert "hunter2" not in shown and "admin" in shown
+
+
+def test_a_password_with_an_unescaped_at_sign_is_masked_whole():
+    url = "postgresql://writer:s3cr@t-p@ss@db.example:5432/inventory"
+    with pytest.raises(ConfigurationError, match="unescaped '@'") as error:
+        Settings.from_environ({"ASN_PIPELINE_DB_URL": url})
+    for shown in (str(error.value), redact_url(url)):
+        assert "s3cr" not in shown and "t-p" not in shown and "ss@" not in shown, shown
+        assert "writer:***@db.example" in shown
+
+
+def test_a_sqlite_library_older_than_3_39_is_refused_at_start():
+    with pytest.raises(ConfigurationError, match="SQLite library is 3.38.5; .* 3.39.0 or later"):
+        require_sqlite((3, 38, 5))
+    require_sqlite((3, 39, 0))
+    require_sqlite()  # this machine's
 
 
 def test_defaults_and_good_values_are_accepted(tmp_path):

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from asn_pipeline.lookup.special_purpose import GLOBAL, classify
 from asn_pipeline.store import Inventory
 from asn_pipeline.store.database import SQL_DIR
+from asn_pipeline.store.schema import ensure_schema
 from bench.workload import Workload
 
 CHUNK = 250_000
@@ -150,7 +151,7 @@ def _load(url: str, workload: Workload, size: int) -> None:
     """Write the history's rows, derived values included, straight through the drivers' bulk
     paths (a benchmark fixture, not the product's write path)."""
     inventory = Inventory(url)
-    inventory.ensure_schema()
+    ensure_schema(inventory)
     inventory.dispose()
     frames = _history_frames(workload.history(size))
     if url.startswith("sqlite"):

@@ -42,15 +42,16 @@ def measure_stages(workload: Workload, db_url: str, _args: argparse.Namespace) -
     from asn_pipeline.lookup.maxmind import MaxMindLookup
     from asn_pipeline.store import Inventory, audit, derived, sessions
     from asn_pipeline.store import inventory as store
+    from asn_pipeline.store.schema import ensure_schema
 
     inventory = Inventory(db_url)
-    inventory.ensure_schema()
+    ensure_schema(inventory)
     day, run_id = workload.day, "bench"
     timer = _Timer()
     with timer("parse"):
-        parsed = parse_day(files_for_day(workload.landing, day))
+        parsed = parse_day(files_for_day(workload.landing, day).files)
     with timer("write_sessions"):
-        sessions.replace_day(inventory, day, parsed.fragments, parsed.rejected, run_id)
+        sessions.replace_day(inventory, day, parsed, run_id)
     with timer("lookup"):
         addresses = store.day_addresses(inventory, day)
         maxmind = MaxMindLookup(workload.asn_db)
@@ -69,6 +70,7 @@ def measure_stages(workload: Workload, db_url: str, _args: argparse.Namespace) -
         found["misclassified_addresses"] = len(audit.misclassified_addresses(inventory, day))
     found["dangling_asn_references_anywhere"] = audit.dangling_asn_references(inventory)
     inventory.dispose()
+    parsed.close()
     return {
         "seconds": timer.seconds,
         "audit": found,
@@ -118,7 +120,7 @@ def measure_references(workload: Workload, db_url: str, _args: argparse.Namespac
     from asn_pipeline.lookup.maxmind import MaxMindLookup
     from bench import references
 
-    files = files_for_day(workload.landing, workload.day)
+    files = files_for_day(workload.landing, workload.day).files
     addresses = workload.addresses()
     parse = references.orjson_parse([f.path for f in files])
     lookups = references.maxminddb_lookups(str(workload.asn_db), addresses)

@@ -3,39 +3,53 @@ import datetime as dt
 import dagster as dg
 
 from asn_pipeline.defs.partitions import daily_partitions
-from asn_pipeline.defs.reporting import counts_table
 from asn_pipeline.lookup.enrich import Lookups, look_up
 from asn_pipeline.resources import INVENTORY_POOL, InventoryDatabase, MaxMindDatabases
+from asn_pipeline.steps import (
+    RETRY_POLICY,
+    STATISTICS_ASSET,
+    counts_table,
+    report_refreshed_days,
+    retry_only_transient,
+    run_materialises,
+)
 from asn_pipeline.store import derived
 from asn_pipeline.store import inventory as store
 
 
-@dg.op(ins={"cowrie_sessions": dg.In(dg.Nothing)}, pool=INVENTORY_POOL)
+@dg.op(ins={"cowrie_sessions": dg.In(dg.Nothing)}, pool=INVENTORY_POOL, retry_policy=RETRY_POLICY)
 def lookup_addresses(
     context: dg.OpExecutionContext, inventory_db: InventoryDatabase, maxmind: MaxMindDatabases
 ) -> Lookups:
     """Classify the day's distinct source addresses and look up global ones in MaxMind."""
     day = dt.date.fromisoformat(context.partition_key)
-    addresses = store.day_addresses(inventory_db.inventory, day)
-    reader = maxmind.open()
-    try:
-        lookups = look_up(addresses, reader)
-    finally:
-        reader.close()
+    with retry_only_transient():
+        addresses = store.day_addresses(inventory_db.inventory, day)
+        reader = maxmind.open()
+        try:
+            lookups = look_up(addresses, reader)
+        finally:
+            reader.close()
     context.log.info(f"Looked up {len(lookups.addresses)} addresses of {day}")
     return lookups
 
 
-@dg.op(out={"ip_summary": dg.Out(dict), "asn_inventory": dg.Out(dg.Nothing)}, pool=INVENTORY_POOL)
+@dg.op(
+    out={"ip_summary": dg.Out(dict), "asn_inventory": dg.Out(dg.Nothing)},
+    pool=INVENTORY_POOL,
+    retry_policy=RETRY_POLICY,
+)
 def upsert_inventory(
     context: dg.OpExecutionContext,
     lookups: Lookups,
     inventory_db: InventoryDatabase,
 ):
     """Upsert the lookups into asn_inventory and ip_inventory in one transaction."""
-    written = store.upsert_lookups(
-        inventory_db.inventory, lookups.addresses, context.run_id, dt.datetime.now(dt.UTC)
-    )
+    with retry_only_transient():
+        written = store.upsert_lookups(
+            inventory_db.inventory, lookups.addresses, context.run_id, dt.datetime.now(dt.UTC)
+        )
+        address_count = store.address_count(inventory_db.inventory)
     build, addresses = lookups.asn_build, lookups.addresses
     sources = lookups.addresses["asn_source"].value_counts()
     global_count = int((lookups.addresses["ip_class"] == "global").sum())
@@ -67,20 +81,26 @@ def upsert_inventory(
             "maxmind_database_type": build.database_type,
             "maxmind_build_epoch": build.build_epoch,
             "maxmind_build": dt.datetime.fromtimestamp(build.build_epoch, dt.UTC).isoformat(),
-            "dagster/row_count": written.addresses,
+            "day_addresses": written.addresses,
+            "dagster/row_count": address_count,
         },
         "ip_summary",
     )
 
 
-@dg.op(out=dg.Out(dg.Nothing), pool=INVENTORY_POOL)
+@dg.op(out=dg.Out(dg.Nothing), pool=INVENTORY_POOL, retry_policy=RETRY_POLICY)
 def backfill_session_asns(
     context: dg.OpExecutionContext, ip_summary: dict, inventory_db: InventoryDatabase
 ):
     """Snapshot each of the day's sessions' current ASN into sessions.asn_number."""
-    changed = derived.snapshot_session_asns(
-        inventory_db.inventory, dt.date.fromisoformat(context.partition_key)
-    )
+    day = dt.date.fromisoformat(context.partition_key)
+    # Without asn_statistics in the run, this last write recomputes the counters itself.
+    settle = not run_materialises(context, STATISTICS_ASSET)
+    with retry_only_transient():
+        changed, refreshed = derived.snapshot_session_asns(
+            inventory_db.inventory, day, settle=settle
+        )
+    report_refreshed_days(context, refreshed, day)
     yield dg.Output(None, metadata={**ip_summary, "session_asn_snapshots_changed": changed})
 
 

@@ -3,8 +3,13 @@ import datetime as dt
 import dagster as dg
 
 from asn_pipeline.defs.partitions import daily_partitions
-from asn_pipeline.defs.reporting import markdown_table
 from asn_pipeline.resources import INVENTORY_POOL, InventoryDatabase
+from asn_pipeline.steps import (
+    RETRY_POLICY,
+    markdown_table,
+    report_refreshed_days,
+    retry_only_transient,
+)
 from asn_pipeline.store import derived
 
 TOP_ASNS = 10
@@ -18,14 +23,17 @@ TOP_ASNS = 10
     owners=["team:honeypot-data"],
     tags={"domain": "statistics"},
     pool=INVENTORY_POOL,
+    retry_policy=RETRY_POLICY,
 )
 def asn_statistics(
     context: dg.AssetExecutionContext, inventory_db: InventoryDatabase
 ) -> dg.MaterializeResult:
     """Per-ASN figures for the day and cumulative counters of every ASN the day touched."""
     day = dt.date.fromisoformat(context.partition_key)
-    refreshed = derived.refresh_statistics(inventory_db.inventory)
-    rows, unattributed = derived.day_statistics(inventory_db.inventory, day)
+    with retry_only_transient():
+        refreshed = derived.refresh_statistics(inventory_db.inventory)
+        rows, unattributed = derived.day_statistics(inventory_db.inventory, day)
+    report_refreshed_days(context, refreshed, day)
     top = [
         (
             f"AS{r['asn_number']}",
