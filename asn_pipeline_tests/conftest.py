@@ -50,6 +50,19 @@ def ts(day: dt.date, hour: int = 12, minute: int = 0, second: float = 0) -> dt.d
     return dt.datetime.combine(day, dt.time(hour, minute), dt.UTC) + dt.timedelta(seconds=second)
 
 
+def cowrie_event(**fields) -> bytes:
+    """One Cowrie event line of 2026-11-20; a field given as ``...`` is left out."""
+    base = {
+        "eventid": "cowrie.login.failed",
+        "src_ip": "45.10.0.1",
+        "session": "abc123",
+        "sensor": "sensor-a",
+        "timestamp": "2026-11-20T10:00:00.000000Z",
+    }
+    base.update(fields)
+    return orjson.dumps({k: v for k, v in base.items() if v is not ...})
+
+
 @dataclass
 class CowrieLogs:
     """Builds a landing directory of daily Cowrie files, one sub-folder per sensor."""

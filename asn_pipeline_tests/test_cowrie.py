@@ -5,26 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 
-import orjson
 import pandas as pd
 import pytest
 
 from asn_pipeline.cowrie import files_for_day, normalise_timestamp, parse_day
 from asn_pipeline_tests.conftest import CowrieLogs, Pipeline, ts
+from asn_pipeline_tests.conftest import cowrie_event as event
 
 DAY = dt.date(2026, 11, 20)
-
-
-def event(**fields) -> bytes:
-    base = {
-        "eventid": "cowrie.login.failed",
-        "src_ip": "45.10.0.1",
-        "session": "abc123",
-        "sensor": "sensor-a",
-        "timestamp": "2026-11-20T10:00:00.000000Z",
-    }
-    base.update(fields)
-    return orjson.dumps({k: v for k, v in base.items() if v is not ...})
 
 
 @pytest.mark.parametrize(

@@ -16,27 +16,15 @@ import sys
 import textwrap
 import zlib
 
-import orjson
 import pytest
 
 from asn_pipeline.cowrie import LandingDirectoryError, files_for_day, parse_day
 from asn_pipeline.cowrie_events import BLOCK_BYTES
 from asn_pipeline.settings import ConfigurationError, Settings, max_line_bytes
+from asn_pipeline_tests.conftest import cowrie_event as event
 
 DAY = dt.date(2026, 11, 20)
 NAME = f"cowrie.json.{DAY}"
-
-
-def event(**fields) -> bytes:
-    base = {
-        "eventid": "cowrie.login.failed",
-        "src_ip": "45.10.0.1",
-        "session": "abc123",
-        "sensor": "sensor-a",
-        "timestamp": "2026-11-20T10:00:00.000000Z",
-    }
-    base.update(fields)
-    return orjson.dumps(base)
 
 
 def event_of_length(length: int, **fields) -> bytes:
