@@ -7,16 +7,35 @@ import socket
 from pathlib import Path
 
 import dagster as dg
+import dns.resolver
 from pydantic import PrivateAttr
 
+from asn_pipeline.lookup.cymru import (
+    DEFAULT_ATTEMPTS,
+    DEFAULT_TIMEOUT_S,
+    CymruResolver,
+    server_addresses,
+    system_servers,
+)
 from asn_pipeline.lookup.maxmind import MaxMindLookup
-from asn_pipeline.settings import Settings, normalise_db_url
+from asn_pipeline.settings import (
+    DEFAULT_CYMRU_QPS,
+    DEFAULT_CYMRU_TTL_DAYS,
+    ConfigurationError,
+    Settings,
+    normalise_db_url,
+    parse_nameservers,
+)
 from asn_pipeline.store import Inventory
 from asn_pipeline.store.schema import ensure_schema
 
 # Dagster concurrency pool of every step that opens inventory connections; its limit is set in
 # the instance's dagster.yaml (concurrency.pools.default_limit).
 INVENTORY_POOL = "asn_inventory_db"
+# Dagster concurrency pool of the step that sends Team Cymru DNS queries. Each such step sends at
+# most ASN_PIPELINE_CYMRU_QPS divided by the pool's limit, so that all of them together stay
+# within the rate; set the limit with `dagster instance concurrency set cymru_dns 1`.
+CYMRU_POOL = "cymru_dns"
 
 
 class InventoryDatabase(dg.ConfigurableResource):
@@ -57,6 +76,42 @@ class MaxMindDatabases(dg.ConfigurableResource):
         return MaxMindLookup(Path(self.asn_db_path), city)
 
 
+class CymruDns(dg.ConfigurableResource):
+    """Team Cymru's IP-to-ASN service over DNS (``mode`` ``dns``), or nothing (``off``)."""
+
+    mode: str = "off"
+    nameservers: list[str] = []  # host:port ([ipv6]:port); none: the system resolver
+    ttl_days: int = DEFAULT_CYMRU_TTL_DAYS
+    qps: float = DEFAULT_CYMRU_QPS
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode == "dns"
+
+    def resolver(
+        self,
+        qps: float,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        attempts: int = DEFAULT_ATTEMPTS,
+    ) -> CymruResolver:
+        """A resolver sending at most ``qps`` queries a second to the configured servers."""
+        variable, value = "ASN_PIPELINE_CYMRU_NAMESERVERS", ",".join(self.nameservers)
+        configured = parse_nameservers(value or None)
+        try:
+            servers = (
+                server_addresses((s.host, s.port) for s in configured)
+                if configured
+                else system_servers()
+            )
+        except OSError as error:
+            raise ConfigurationError(variable, value, f"cannot resolve ({error})") from None
+        except dns.resolver.NoResolverConfiguration:
+            raise ConfigurationError(
+                variable, value, "unset, and there is no system resolver: set it"
+            ) from None
+        return CymruResolver(servers, qps, timeout_s=timeout_s, attempts=attempts)
+
+
 class LandingDirectory(dg.ConfigurableResource):
     """Where Cowrie's daily files land (one level of sensor sub-folders allowed)."""
 
@@ -82,4 +137,10 @@ def resources_from(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             city_db_path=str(settings.maxmind_city_db) if settings.maxmind_city_db else None,
         ),
         "landing": LandingDirectory(path=str(settings.landing_dir)),
+        "cymru": CymruDns(
+            mode=settings.cymru,
+            nameservers=[str(server) for server in settings.cymru_nameservers],
+            ttl_days=settings.cymru_ttl_days,
+            qps=settings.cymru_qps,
+        ),
     }

@@ -22,6 +22,11 @@ DEFAULT_START_DATE = "2020-01-01"
 SUPPORTED_DRIVERS = ("sqlite", "postgresql+psycopg2")
 MIN_SQLITE = (3, 39, 0)
 DEFAULT_MAX_LINE_BYTES = 1 << 20
+DEFAULT_CYMRU_TTL_DAYS = 90
+# Team Cymru publishes no rate for its DNS service and asks clients to cache and stay small: 10
+# queries a second for all runs together (the README says what that means for a day).
+DEFAULT_CYMRU_QPS = 10.0
+MAX_CYMRU_QPS = 1000.0
 
 
 class ConfigurationError(ValueError):
@@ -37,6 +42,10 @@ class Nameserver:
     host: str
     port: int = 53
 
+    def __str__(self) -> str:
+        """``host:port`` (``[host]:port`` for IPv6), as ``parse_nameservers`` reads it."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -49,6 +58,8 @@ class Settings:
     start_date: str
     parse_workers: int | None = None
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    cymru_ttl_days: int = DEFAULT_CYMRU_TTL_DAYS
+    cymru_qps: float = DEFAULT_CYMRU_QPS
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -68,7 +79,9 @@ class Settings:
                 "ASN_PIPELINE_MAXMIND_CITY_DB", get("ASN_PIPELINE_MAXMIND_CITY_DB")
             ),
             cymru=_cymru(get("ASN_PIPELINE_CYMRU")),
-            cymru_nameservers=_nameservers(get("ASN_PIPELINE_CYMRU_NAMESERVERS")),
+            cymru_nameservers=parse_nameservers(get("ASN_PIPELINE_CYMRU_NAMESERVERS")),
+            cymru_ttl_days=_cymru_ttl_days(get("ASN_PIPELINE_CYMRU_TTL_DAYS")),
+            cymru_qps=_cymru_qps(get("ASN_PIPELINE_CYMRU_QPS")),
             start_date=_date("ASN_PIPELINE_START_DATE", get("ASN_PIPELINE_START_DATE")),
             parse_workers=parse_workers(env),
             max_line_bytes=max_line_bytes(env),
@@ -164,7 +177,35 @@ def _cymru(value: str | None) -> str:
     return mode
 
 
-def _nameservers(value: str | None) -> tuple[Nameserver, ...]:
+def _cymru_ttl_days(value: str | None) -> int:
+    if value is None:
+        return DEFAULT_CYMRU_TTL_DAYS
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 3650:
+        raise ConfigurationError(
+            "ASN_PIPELINE_CYMRU_TTL_DAYS", value, "expected a whole number of days, 1 to 3650"
+        )
+    return int(value)
+
+
+def _cymru_qps(value: str | None) -> float:
+    if value is None:
+        return DEFAULT_CYMRU_QPS
+    try:
+        qps = float(value) if value.isascii() else float("nan")
+    except ValueError:
+        qps = float("nan")
+    if not 0 < qps <= MAX_CYMRU_QPS:  # also refuses nan and inf
+        raise ConfigurationError(
+            "ASN_PIPELINE_CYMRU_QPS",
+            value,
+            f"expected queries per second, a number above 0 and at most {MAX_CYMRU_QPS:g}",
+        )
+    return qps
+
+
+def parse_nameservers(value: str | None) -> tuple[Nameserver, ...]:
+    """``ASN_PIPELINE_CYMRU_NAMESERVERS``: comma-separated ``host``, ``host:port`` or
+    ``[ipv6]:port``; ``()`` when unset (the system resolver)."""
     if value is None:
         return ()
     servers = []

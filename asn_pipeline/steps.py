@@ -1,4 +1,4 @@
-"""What the steps under ``defs/`` share: retries, what their run materialises, metadata tables."""
+"""What the steps under ``defs/`` share: retries, what their run materialises, metadata."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 import dagster as dg
 
+from asn_pipeline.lookup.enrich import Lookups
 from asn_pipeline.store.database import is_transient
 from asn_pipeline.store.derived import StatisticsWritten
 
@@ -71,3 +72,41 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def cymru_metadata(lookups: Lookups) -> dict[str, object]:
+    """What the Cymru step did, for the ip_inventory materialisation."""
+    if lookups.cymru is None:
+        return {"cymru": "off"}
+    stats = lookups.cymru.stats
+    answers = [
+        ("origin", *stats.origin_answers.values()),
+        ("AS name", *stats.name_answers.values()),
+    ]
+    return {
+        "cymru": "dns",
+        "cymru_addresses_uncovered": stats.addresses_uncovered,
+        "cymru_queries_sent": stats.queries_sent,
+        "cymru_cache_hits": stats.cache_hits,
+        "cymru_cache_hits_by_kind": dg.MetadataValue.md(
+            markdown_table(
+                ("cache", "hits"),
+                [
+                    ("prefix cached before the run", stats.prefix_cache_hits),
+                    ("prefix learned in the run", stats.prefixes_learned_hits),
+                    ("NXDOMAIN", stats.unrouted_cache_hits),
+                    ("AS name", stats.name_cache_hits),
+                ],
+            )
+        ),
+        "cymru_answers": dg.MetadataValue.md(
+            markdown_table(("query", "found", "nxdomain", "failed"), answers)
+        ),
+        "cymru_found": stats.origin_answers["found"],
+        "cymru_nxdomain": stats.origin_answers["nxdomain"],
+        "cymru_failed": stats.origin_answers["failed"],
+        "cymru_names_fetched": stats.names_fetched,
+        "cymru_pending_addresses": stats.pending,
+        "cymru_seconds": dg.MetadataValue.float(stats.seconds),
+        "cymru_qps_of_step": dg.MetadataValue.float(stats.qps),
+    }

@@ -1,8 +1,10 @@
 """Materialise one partition in a process of its own (concurrency and SIGKILL tests).
 
-    python -m asn_pipeline_tests.run_partition 2026-11-20
+    python -m asn_pipeline_tests.run_partition 2026-11-20 [DAGSTER_HOME]
 
-Configuration comes from the environment, as for any Dagster run; exit status 0 on success.
+Configuration comes from the environment, as for any Dagster run; exit status 0 on success. The
+run is recorded on an ephemeral instance, or on the instance in the directory given (one that
+enforces concurrency pools, shared by the processes of a test).
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from asn_pipeline.defs.automation.jobs import DAILY_JOB
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
-def main(day: str) -> int:
+def main(day: str, home: str | None = None) -> int:
     job = defs().resolve_job_def(DAILY_JOB)
     print("ready", flush=True)  # definitions loaded: execution starts now
-    with dg.DagsterInstance.ephemeral() as instance:
+    instance = dg.DagsterInstance.from_config(home) if home else dg.DagsterInstance.ephemeral()
+    with instance:
         result = job.execute_in_process(
             partition_key=day, instance=instance, raise_on_error=False, run_config=QUIET
         )
@@ -28,4 +31,4 @@ def main(day: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(*sys.argv[1:3]))

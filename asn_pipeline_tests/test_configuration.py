@@ -33,6 +33,13 @@ def settings(**env: str) -> Settings:
         ("ASN_PIPELINE_CYMRU", "sometimes", "expected 'off' or 'dns'"),
         ("ASN_PIPELINE_CYMRU_NAMESERVERS", "127.0.0.1:99999", "bad entry"),
         ("ASN_PIPELINE_CYMRU_NAMESERVERS", "127.0.0.1:,8.8.8.8", "bad entry"),
+        ("ASN_PIPELINE_CYMRU_TTL_DAYS", "0", "whole number of days"),
+        ("ASN_PIPELINE_CYMRU_TTL_DAYS", "ninety", "whole number of days"),
+        ("ASN_PIPELINE_CYMRU_QPS", "0", "queries per second"),
+        ("ASN_PIPELINE_CYMRU_QPS", "-5", "queries per second"),
+        ("ASN_PIPELINE_CYMRU_QPS", "nan", "queries per second"),
+        ("ASN_PIPELINE_CYMRU_QPS", "fast", "queries per second"),
+        ("ASN_PIPELINE_CYMRU_QPS", "5000", "queries per second"),
         ("ASN_PIPELINE_START_DATE", "2020-13-01", "YYYY-MM-DD"),
         ("ASN_PIPELINE_START_DATE", "20200101", "YYYY-MM-DD"),
         ("ASN_PIPELINE_PARSE_WORKERS", "0", "whole number of processes"),
@@ -74,6 +81,9 @@ def test_a_sqlite_library_older_than_3_39_is_refused_at_start():
 
 def test_defaults_and_good_values_are_accepted(tmp_path):
     assert settings().cymru == "off"
+    assert settings().cymru_ttl_days == 90 and settings().cymru_qps == 10.0
+    assert settings(ASN_PIPELINE_CYMRU_QPS="2.5", ASN_PIPELINE_CYMRU_TTL_DAYS="7").cymru_qps == 2.5
+    assert settings(ASN_PIPELINE_CYMRU_TTL_DAYS="7").cymru_ttl_days == 7
     assert settings().start_date == "2020-01-01"
     assert settings().db_url.startswith("sqlite:///")
     parsed = settings(
@@ -91,6 +101,8 @@ def test_defaults_and_good_values_are_accepted(tmp_path):
         Nameserver("::1", 53),
         Nameserver("ns.example", 53),
     )
+    shown = [str(server) for server in parsed.cymru_nameservers]
+    assert shown == ["127.0.0.1:5353", "[::1]:53", "ns.example:53"]
 
 
 @pytest.fixture

@@ -44,10 +44,15 @@ def test_definitions_are_loadable_and_carry_the_contract_assets(pipeline):
         assert node.owners and node.kinds and node.description
 
 
-def test_lookup_upsert_and_backfill_are_separate_steps(pipeline):
+def test_lookup_cymru_upsert_and_backfill_are_separate_steps(pipeline):
     job = pipeline.definitions().resolve_job_def(DAILY_JOB)
     steps = {node.name for node in job.graph.node_dict["inventory"].definition.node_dict.values()}
-    assert steps == {"lookup_addresses", "upsert_inventory", "backfill_session_asns"}
+    assert steps == {
+        "lookup_addresses",
+        "lookup_cymru",
+        "upsert_inventory",
+        "backfill_session_asns",
+    }
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -72,12 +72,12 @@ def test_an_inventory_of_the_first_release_upgrades_in_place(
 
     inventory = Inventory(release.db_url)
     try:
-        assert ensure_schema(inventory) == [2]
+        assert ensure_schema(inventory) == [2, 3]
     finally:
         inventory.dispose()
 
     applied = release.table("schema_migrations").sort_values("version")
-    assert applied["version"].tolist() == [1, 2]
+    assert applied["version"].tolist() == [1, 2, 3]
     for table in ("session_fragments", "ip_asn_history", "rejected_events"):
         pd.testing.assert_frame_equal(
             release.table(table)[before[table].columns], before[table], check_dtype=False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
@@ -11,6 +12,9 @@ import pandas as pd
 
 from asn_pipeline.lookup.maxmind import DatabaseBuild, MaxMindLookup, network_texts
 from asn_pipeline.lookup.special_purpose import GLOBAL, classify_all
+
+if TYPE_CHECKING:
+    from asn_pipeline.lookup.cascade import CymruResult
 
 _SOURCES = np.array(["maxmind", "none", "bogon"], dtype=object)  # asn_source by code
 
@@ -25,16 +29,19 @@ LOOKUP_COLUMNS = [
     "asn_source",
     "build_epoch",
     "enrichment",
+    "cymru_status",  # None until Team Cymru is asked (lookup.cascade)
 ]
 
 
 @dataclass(frozen=True)
 class Lookups:
-    """One row per address (``LOOKUP_COLUMNS``) and the database builds that answered."""
+    """One row per address (``LOOKUP_COLUMNS``), the database builds that answered and, once
+    Team Cymru was asked, what to add to its cache."""
 
     addresses: pd.DataFrame
     asn_build: DatabaseBuild
     city_build: DatabaseBuild | None
+    cymru: CymruResult | None = None
 
 
 def look_up(addresses: Iterable[str], maxmind: MaxMindLookup) -> Lookups:
@@ -82,6 +89,7 @@ def look_up(addresses: Iterable[str], maxmind: MaxMindLookup) -> Lookups:
                 ),
                 dtype="str",
             ),
+            "cymru_status": np.full(len(ips), None, dtype=object),
         },
         columns=LOOKUP_COLUMNS,
         copy=False,

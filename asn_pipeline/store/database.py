@@ -157,10 +157,15 @@ def query(module: str, name: str, dialect: str | None = None) -> sa.TextClause:
 
 
 def run(conn: Connection, module: str, name: str, **params: object) -> sa.CursorResult:
-    """Execute a named query with bound parameters (dates and times in the dialect's form)."""
+    """Execute a named query with bound parameters (dates and times in the dialect's form); a
+    list parameter fills an ``IN :name`` with one value per item."""
     if conn.dialect.name == "sqlite":
         params = {k: _sqlite_value(v) for k, v in params.items()}
-    return conn.execute(query(module, name, conn.dialect.name), params)
+    statement = query(module, name, conn.dialect.name)
+    lists = [k for k, v in params.items() if isinstance(v, list)]
+    if lists:
+        statement = statement.bindparams(*(sa.bindparam(k, expanding=True) for k in lists))
+    return conn.execute(statement, params)
 
 
 def analyze(conn: Connection, *tables: str) -> None:
@@ -205,6 +210,8 @@ def _copy_rows(conn: Connection, table: str, columns: Sequence[str], rows: list[
 
 def _copy_column(values: tuple) -> list[str] | tuple[str, ...]:
     """One column as COPY text cells; text needing no escapes passes through as it is."""
+    if all(v is None for v in values):
+        return ["\\N"] * len(values)
     if all(type(v) is str for v in values):
         text = "".join(values)
         if not any(c in text for c in "\\\t\n\r"):

@@ -6,7 +6,9 @@ import datetime as dt
 from dataclasses import dataclass
 
 import pandas as pd
+from sqlalchemy.engine import Connection
 
+from asn_pipeline.lookup.cascade import NAME_COLUMNS, PREFIX_COLUMNS, UNROUTED_COLUMNS, CymruResult
 from asn_pipeline.lookup.enrich import LOOKUP_COLUMNS
 from asn_pipeline.store.database import Inventory, analyze, bulk_insert, frame_rows, run
 from asn_pipeline.store.derived import (
@@ -46,18 +48,26 @@ def day_pending(inventory: Inventory, day: dt.date) -> dict[str, int]:
 
 
 def upsert_lookups(
-    inventory: Inventory, lookups: pd.DataFrame, run_id: str | None, now: dt.datetime
+    inventory: Inventory,
+    lookups: pd.DataFrame,
+    run_id: str | None,
+    now: dt.datetime,
+    cymru: CymruResult | None = None,
 ) -> InventoryWritten:
-    """Write the lookups: ASN rows first, then addresses, their ASN history and counters.
+    """Write the lookups: Team Cymru's new answers to its cache, ASN rows, then addresses,
+    their ASN history and counters, in one transaction.
 
     Referential integrity holds at every commit: an address's ``current_asn`` is inserted into
-    ``asn_inventory`` before the address points at it, in the same transaction.
+    ``asn_inventory`` before the address points at it, in the same transaction. The cache and
+    the addresses it answered commit together or not at all.
     """
     params = {"run_id": run_id, "now": now}
     with inventory.write() as conn:
         bulk_insert(conn, "w_lookups", LOOKUP_COLUMNS, frame_rows(lookups, LOOKUP_COLUMNS))
         addresses, new_addresses, asn_changes = run(conn, "inventory", "lookup_summary").one()
         new_asns = run(conn, "inventory", "new_asns").scalar_one()
+        if cymru is not None:
+            _write_cymru_cache(conn, cymru)
         run(conn, "inventory", "collect_touched_ips")
         analyze(conn, "w_ips")
         track_asn_changes(conn)
@@ -67,4 +77,17 @@ def upsert_lookups(
             run(conn, "inventory", name, **params)
         refresh_ip_counters(conn)
         queue_asn_changes(conn)
+        if cymru is not None and cymru.names:
+            run(conn, "inventory", "refresh_named_asn_countries")
     return InventoryWritten(addresses or 0, new_addresses or 0, asn_changes or 0, new_asns)
+
+
+def _write_cymru_cache(conn: Connection, cymru: CymruResult) -> None:
+    for table, columns, rows, statement in (
+        ("w_cymru_prefixes", PREFIX_COLUMNS, cymru.prefixes, "upsert_cymru_prefixes"),
+        ("w_cymru_unrouted", UNROUTED_COLUMNS, cymru.unrouted, "upsert_cymru_unrouted"),
+        ("w_cymru_names", NAME_COLUMNS, cymru.names, "upsert_cymru_names"),
+    ):
+        if rows:
+            bulk_insert(conn, table, columns, rows)
+            run(conn, "inventory", statement)

@@ -90,7 +90,8 @@ CREATE TEMP TABLE IF NOT EXISTS w_lookups (
     country_code      text,
     asn_source        text NOT NULL,
     build_epoch       bigint,
-    enrichment        jsonb NOT NULL
+    enrichment        jsonb NOT NULL,
+    cymru_status      text
 );
 -- The fragments of the touched sessions that have fragments on other days, each with the first
 -- day of its run of consecutive days: one session per run (DESIGN §1).
@@ -114,4 +115,37 @@ CREATE TEMP TABLE IF NOT EXISTS w_source_files (
     events_read    bigint NOT NULL,
     rejected_lines bigint NOT NULL,
     status         text NOT NULL
+);
+-- Team Cymru answers a day's lookup fetched, written to the cache with the addresses
+-- (asn_pipeline.lookup.cascade.CymruWrites).
+CREATE TEMP TABLE IF NOT EXISTS w_cymru_prefixes (
+    prefix       text PRIMARY KEY,
+    ip_version   smallint NOT NULL,
+    asn_number   bigint,
+    asns         text,
+    country_code text,
+    rir_registry text,
+    allocated    text,
+    query_name   text NOT NULL,
+    raw_answer   jsonb NOT NULL,
+    fetched_at   timestamptz NOT NULL,
+    expires_at   timestamptz NOT NULL
+);
+CREATE TEMP TABLE IF NOT EXISTS w_cymru_unrouted (
+    ip_address text PRIMARY KEY,
+    query_name text NOT NULL,
+    fetched_at timestamptz NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+CREATE TEMP TABLE IF NOT EXISTS w_cymru_names (
+    asn_number           bigint PRIMARY KEY,
+    outcome              text NOT NULL,
+    organization_name    text,
+    organization_country text,
+    rir_registry         text,
+    allocated            text,
+    query_name           text NOT NULL,
+    raw_answer           jsonb,
+    fetched_at           timestamptz NOT NULL,
+    expires_at           timestamptz NOT NULL
 );

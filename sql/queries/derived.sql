@@ -196,13 +196,17 @@ FROM (
 WHERE asn_inventory.asn_number = c.asn_number;
 
 -- name: refresh_asn_countries
--- Its country, when a City database is configured: the most common country of its addresses.
-UPDATE asn_inventory SET organization_country = (
-    SELECT c.country_code
-    FROM asn_country_counts AS c
-    WHERE c.asn_number = asn_inventory.asn_number AND c.ip_count > 0
-    ORDER BY c.ip_count DESC, c.country_code
-    LIMIT 1
+-- Its country: the most common country of its addresses when a City database gives them one,
+-- else the country of its Team Cymru AS-name record.
+UPDATE asn_inventory SET organization_country = coalesce(
+    (SELECT c.country_code
+     FROM asn_country_counts AS c
+     WHERE c.asn_number = asn_inventory.asn_number AND c.ip_count > 0
+     ORDER BY c.ip_count DESC, c.country_code
+     LIMIT 1),
+    (SELECT n.organization_country
+     FROM cymru_asn_names AS n
+     WHERE n.asn_number = asn_inventory.asn_number AND n.outcome = 'found')
 )
 WHERE asn_number IN (SELECT asn_number FROM w_asn_deltas);
 

@@ -12,18 +12,111 @@ SELECT ip_address FROM stale_ips;
 
 -- name: upsert_asns
 -- ASN rows first, so every current_asn written below already exists (referential integrity).
-INSERT INTO asn_inventory (asn_number, organization_name, name_source, updated_at, updated_by_run)
-SELECT asn_number, max(organization_name), min(asn_source), :now, :run_id
-FROM w_lookups
-WHERE asn_number IS NOT NULL
-GROUP BY asn_number
+-- The name: MaxMind's where an address of the ASN has one from MaxMind, else Team Cymru's AS name
+-- (cymru_asn_names, written just before); a Cymru name never replaces a MaxMind one. The registry
+-- comes from Team Cymru only (MaxMind has none).
+INSERT INTO asn_inventory
+    (asn_number, organization_name, name_source, rir_registry, updated_at, updated_by_run)
+SELECT a.asn_number,
+       coalesce(a.maxmind_name, n.organization_name),
+       CASE WHEN a.maxmind_name IS NOT NULL THEN 'maxmind'
+            WHEN n.organization_name IS NOT NULL THEN 'cymru' END,
+       n.rir_registry, :now, :run_id
+FROM (
+    SELECT asn_number, max(CASE WHEN asn_source = 'maxmind' THEN organization_name END)
+                           AS maxmind_name
+    FROM w_lookups
+    WHERE asn_number IS NOT NULL
+    GROUP BY asn_number
+) AS a
+LEFT JOIN cymru_asn_names AS n ON n.asn_number = a.asn_number AND n.outcome = 'found'
+WHERE true
 ON CONFLICT (asn_number) DO UPDATE SET
-    organization_name = excluded.organization_name,
-    name_source = excluded.name_source,
+    organization_name = CASE
+        WHEN asn_inventory.name_source = 'maxmind' AND asn_inventory.organization_name IS NOT NULL
+             AND excluded.name_source IS DISTINCT FROM 'maxmind'
+        THEN asn_inventory.organization_name
+        ELSE coalesce(excluded.organization_name, asn_inventory.organization_name) END,
+    name_source = CASE
+        WHEN asn_inventory.name_source = 'maxmind' AND asn_inventory.organization_name IS NOT NULL
+             AND excluded.name_source IS DISTINCT FROM 'maxmind'
+        THEN asn_inventory.name_source
+        WHEN excluded.organization_name IS NULL THEN asn_inventory.name_source
+        ELSE excluded.name_source END,
+    rir_registry = coalesce(excluded.rir_registry, asn_inventory.rir_registry),
     updated_at = excluded.updated_at,
     updated_by_run = excluded.updated_by_run
-WHERE excluded.organization_name IS NOT NULL
-  AND excluded.organization_name IS DISTINCT FROM asn_inventory.organization_name;
+WHERE (excluded.organization_name IS NOT NULL
+       AND (excluded.name_source = 'maxmind' OR asn_inventory.organization_name IS NULL
+            OR asn_inventory.name_source IS DISTINCT FROM 'maxmind')
+       AND (excluded.organization_name IS DISTINCT FROM asn_inventory.organization_name
+            OR excluded.name_source IS DISTINCT FROM asn_inventory.name_source))
+   OR (excluded.rir_registry IS NOT NULL
+       AND excluded.rir_registry IS DISTINCT FROM asn_inventory.rir_registry);
+
+-- name: refresh_named_asn_countries
+-- organization_country of the ASNs that got a Team Cymru AS name in this write (see
+-- refresh_asn_countries in derived.sql, which applies the same rule to ASNs whose addresses change).
+UPDATE asn_inventory SET organization_country = coalesce(
+    (SELECT c.country_code
+     FROM asn_country_counts AS c
+     WHERE c.asn_number = asn_inventory.asn_number AND c.ip_count > 0
+     ORDER BY c.ip_count DESC, c.country_code
+     LIMIT 1),
+    (SELECT n.organization_country
+     FROM cymru_asn_names AS n
+     WHERE n.asn_number = asn_inventory.asn_number AND n.outcome = 'found')
+)
+WHERE asn_number IN (SELECT asn_number FROM w_cymru_names);
+
+-- name: upsert_cymru_prefixes
+INSERT INTO cymru_prefixes
+    (prefix, ip_version, asn_number, asns, country_code, rir_registry, allocated, query_name,
+     raw_answer, fetched_at, expires_at)
+SELECT prefix, ip_version, asn_number, asns, country_code, rir_registry, allocated, query_name,
+       raw_answer, fetched_at, expires_at
+FROM w_cymru_prefixes
+WHERE true
+ON CONFLICT (prefix) DO UPDATE SET
+    ip_version = excluded.ip_version,
+    asn_number = excluded.asn_number,
+    asns = excluded.asns,
+    country_code = excluded.country_code,
+    rir_registry = excluded.rir_registry,
+    allocated = excluded.allocated,
+    query_name = excluded.query_name,
+    raw_answer = excluded.raw_answer,
+    fetched_at = excluded.fetched_at,
+    expires_at = excluded.expires_at;
+
+-- name: upsert_cymru_unrouted
+INSERT INTO cymru_unrouted (ip_address, query_name, fetched_at, expires_at)
+SELECT ip_address, query_name, fetched_at, expires_at
+FROM w_cymru_unrouted
+WHERE true
+ON CONFLICT (ip_address) DO UPDATE SET
+    query_name = excluded.query_name,
+    fetched_at = excluded.fetched_at,
+    expires_at = excluded.expires_at;
+
+-- name: upsert_cymru_names
+INSERT INTO cymru_asn_names
+    (asn_number, outcome, organization_name, organization_country, rir_registry, allocated,
+     query_name, raw_answer, fetched_at, expires_at)
+SELECT asn_number, outcome, organization_name, organization_country, rir_registry, allocated,
+       query_name, raw_answer, fetched_at, expires_at
+FROM w_cymru_names
+WHERE true
+ON CONFLICT (asn_number) DO UPDATE SET
+    outcome = excluded.outcome,
+    organization_name = excluded.organization_name,
+    organization_country = excluded.organization_country,
+    rir_registry = excluded.rir_registry,
+    allocated = excluded.allocated,
+    query_name = excluded.query_name,
+    raw_answer = excluded.raw_answer,
+    fetched_at = excluded.fetched_at,
+    expires_at = excluded.expires_at;
 
 -- name: upsert_ips
 -- Every looked-up address gets its counters (w_ip_counters) in this one write, a new one with its
@@ -31,9 +124,10 @@ WHERE excluded.organization_name IS NOT NULL
 -- touched addresses (queued in stale_ips by another day's write).
 INSERT INTO ip_inventory
     (ip_address, ip_version, ip_class, current_asn, asn_source, asn_network, country_code,
-     build_epoch, enriched_at, enriched_by_run, enrichment, session_count, first_seen, last_seen)
+     build_epoch, enriched_at, enriched_by_run, enrichment, cymru_status, session_count,
+     first_seen, last_seen)
 SELECT l.ip_address, l.ip_version, l.ip_class, l.asn_number, l.asn_source, l.asn_network,
-       l.country_code, l.build_epoch, :now, :run_id, l.enrichment,
+       l.country_code, l.build_epoch, :now, :run_id, l.enrichment, l.cymru_status,
        coalesce(c.session_count, 0), c.first_seen, c.last_seen
 FROM w_lookups AS l
 LEFT JOIN w_ip_counters AS c ON c.ip_address = l.ip_address
@@ -49,6 +143,7 @@ ON CONFLICT (ip_address) DO UPDATE SET
     enriched_at = excluded.enriched_at,
     enriched_by_run = excluded.enriched_by_run,
     enrichment = excluded.enrichment,
+    cymru_status = excluded.cymru_status,
     session_count = excluded.session_count,
     first_seen = excluded.first_seen,
     last_seen = excluded.last_seen;

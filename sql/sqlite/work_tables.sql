@@ -89,7 +89,8 @@ CREATE TEMP TABLE IF NOT EXISTS w_lookups (
     country_code      TEXT,
     asn_source        TEXT NOT NULL,
     build_epoch       INTEGER,
-    enrichment        TEXT NOT NULL
+    enrichment        TEXT NOT NULL,
+    cymru_status      TEXT
 );
 -- The fragments of the touched sessions that have fragments on other days, each with the first
 -- day of its run of consecutive days: one session per run (DESIGN §1).
@@ -113,4 +114,37 @@ CREATE TEMP TABLE IF NOT EXISTS w_source_files (
     events_read    INTEGER NOT NULL,
     rejected_lines INTEGER NOT NULL,
     status         TEXT NOT NULL
+);
+-- Team Cymru answers a day's lookup fetched, written to the cache with the addresses
+-- (asn_pipeline.lookup.cascade.CymruWrites).
+CREATE TEMP TABLE IF NOT EXISTS w_cymru_prefixes (
+    prefix       TEXT PRIMARY KEY,
+    ip_version   INTEGER NOT NULL,
+    asn_number   INTEGER,
+    asns         TEXT,
+    country_code TEXT,
+    rir_registry TEXT,
+    allocated    TEXT,
+    query_name   TEXT NOT NULL,
+    raw_answer   TEXT NOT NULL,
+    fetched_at   TEXT NOT NULL,
+    expires_at   TEXT NOT NULL
+);
+CREATE TEMP TABLE IF NOT EXISTS w_cymru_unrouted (
+    ip_address TEXT PRIMARY KEY,
+    query_name TEXT NOT NULL,
+    fetched_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
+CREATE TEMP TABLE IF NOT EXISTS w_cymru_names (
+    asn_number           INTEGER PRIMARY KEY,
+    outcome              TEXT NOT NULL,
+    organization_name    TEXT,
+    organization_country TEXT,
+    rir_registry         TEXT,
+    allocated            TEXT,
+    query_name           TEXT NOT NULL,
+    raw_answer           TEXT,
+    fetched_at           TEXT NOT NULL,
+    expires_at           TEXT NOT NULL
 );

@@ -2,6 +2,7 @@ import datetime as dt
 
 import dagster as dg
 
+from asn_pipeline.defs.inventory.cymru import lookup_cymru
 from asn_pipeline.defs.partitions import daily_partitions
 from asn_pipeline.lookup.enrich import Lookups, look_up
 from asn_pipeline.resources import INVENTORY_POOL, InventoryDatabase, MaxMindDatabases
@@ -9,6 +10,7 @@ from asn_pipeline.steps import (
     RETRY_POLICY,
     STATISTICS_ASSET,
     counts_table,
+    cymru_metadata,
     report_refreshed_days,
     retry_only_transient,
     run_materialises,
@@ -44,10 +46,15 @@ def upsert_inventory(
     lookups: Lookups,
     inventory_db: InventoryDatabase,
 ):
-    """Upsert the lookups into asn_inventory and ip_inventory in one transaction."""
+    """Upsert the lookups, and Team Cymru's new answers, into ip_inventory, asn_inventory and
+    the Cymru cache in one transaction."""
     with retry_only_transient():
         written = store.upsert_lookups(
-            inventory_db.inventory, lookups.addresses, context.run_id, dt.datetime.now(dt.UTC)
+            inventory_db.inventory,
+            lookups.addresses,
+            context.run_id,
+            dt.datetime.now(dt.UTC),
+            cymru=lookups.cymru,
         )
         address_count = store.address_count(inventory_db.inventory)
     build, addresses = lookups.asn_build, lookups.addresses
@@ -78,6 +85,7 @@ def upsert_inventory(
             "coverage": dg.MetadataValue.float(
                 round(covered / global_count, 4) if global_count else 1.0
             ),
+            **cymru_metadata(lookups),
             "maxmind_database_type": build.database_type,
             "maxmind_build_epoch": build.build_epoch,
             "maxmind_build": dt.datetime.fromtimestamp(build.build_epoch, dt.UTC).isoformat(),
@@ -124,7 +132,7 @@ def backfill_session_asns(
     group_name="honeypot",
 )
 def inventory(cowrie_sessions):
-    """Lookup, upsert, then backfill the day's sessions with their ASN."""
-    lookups = lookup_addresses(cowrie_sessions=cowrie_sessions)
+    """Lookup (MaxMind, then Team Cymru), upsert, then backfill the day's sessions' ASN."""
+    lookups = lookup_cymru(lookup_addresses(cowrie_sessions=cowrie_sessions))
     ip_summary, asn_inventory = upsert_inventory(lookups)
     return {"ip_inventory": backfill_session_asns(ip_summary), "asn_inventory": asn_inventory}
