@@ -78,7 +78,7 @@ def upsert_lookups(
         refresh_ip_counters(conn)
         queue_asn_changes(conn)
         if cymru is not None and cymru.names:
-            run(conn, "inventory", "refresh_named_asn_countries")
+            run(conn, "derived", "refresh_asn_countries")
     return InventoryWritten(addresses or 0, new_addresses or 0, asn_changes or 0, new_asns)
 
 

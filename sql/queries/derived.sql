@@ -160,7 +160,9 @@ SELECT asn_number, ip_delta, session_delta, first_seen, last_seen, recompute
 FROM stale_asn_deltas;
 
 -- name: release_asn_deltas
-DELETE FROM stale_asn_deltas WHERE asn_number IN (SELECT asn_number FROM w_asn_deltas);
+DELETE FROM stale_asn_deltas WHERE asn_number IN (
+    SELECT asn_number FROM w_asn_deltas UNION SELECT asn_number FROM w_cymru_names
+);
 
 -- name: apply_asn_deltas
 UPDATE asn_inventory SET
@@ -197,7 +199,8 @@ WHERE asn_inventory.asn_number = c.asn_number;
 
 -- name: refresh_asn_countries
 -- Its country: the most common country of its addresses when a City database gives them one,
--- else the country of its Team Cymru AS-name record.
+-- else the country of its Team Cymru AS-name record; for the ASNs whose addresses changed and
+-- those that got a Cymru AS name in this transaction.
 UPDATE asn_inventory SET organization_country = coalesce(
     (SELECT c.country_code
      FROM asn_country_counts AS c
@@ -208,7 +211,9 @@ UPDATE asn_inventory SET organization_country = coalesce(
      FROM cymru_asn_names AS n
      WHERE n.asn_number = asn_inventory.asn_number AND n.outcome = 'found')
 )
-WHERE asn_number IN (SELECT asn_number FROM w_asn_deltas);
+WHERE asn_number IN (
+    SELECT asn_number FROM w_asn_deltas UNION SELECT asn_number FROM w_cymru_names
+);
 
 -- name: claim_stale_days
 INSERT INTO w_days (stat_date, asn_number)

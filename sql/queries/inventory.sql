@@ -54,21 +54,6 @@ WHERE (excluded.organization_name IS NOT NULL
    OR (excluded.rir_registry IS NOT NULL
        AND excluded.rir_registry IS DISTINCT FROM asn_inventory.rir_registry);
 
--- name: refresh_named_asn_countries
--- organization_country of the ASNs that got a Team Cymru AS name in this write (see
--- refresh_asn_countries in derived.sql, which applies the same rule to ASNs whose addresses change).
-UPDATE asn_inventory SET organization_country = coalesce(
-    (SELECT c.country_code
-     FROM asn_country_counts AS c
-     WHERE c.asn_number = asn_inventory.asn_number AND c.ip_count > 0
-     ORDER BY c.ip_count DESC, c.country_code
-     LIMIT 1),
-    (SELECT n.organization_country
-     FROM cymru_asn_names AS n
-     WHERE n.asn_number = asn_inventory.asn_number AND n.outcome = 'found')
-)
-WHERE asn_number IN (SELECT asn_number FROM w_cymru_names);
-
 -- name: upsert_cymru_prefixes
 INSERT INTO cymru_prefixes
     (prefix, ip_version, asn_number, asns, country_code, rir_registry, allocated, query_name,
