@@ -19,8 +19,7 @@ from asn_pipeline.lookup.cymru import MalformedAnswer, choose_origin, parse_as_n
 from asn_pipeline.resources import CYMRU_POOL
 from asn_pipeline.settings import PROJECT_ROOT
 from asn_pipeline.store import Inventory
-from asn_pipeline.store.database import run, sql_statements
-from asn_pipeline.store.schema import ensure_schema, migrations, schema_version
+from asn_pipeline.store.schema import apply_migration, ensure_schema, migrations, schema_version
 from asn_pipeline_tests import oracle
 from asn_pipeline_tests.conftest import CowrieLogs, Pipeline, configure, ts
 from asn_pipeline_tests.dns_server import (
@@ -546,17 +545,7 @@ def test_an_inventory_at_migration_002_upgrades_to_the_cymru_cache(
         with inventory.write() as conn:
             schema_version(conn)
             for migration in migrations(inventory.sql_folder)[:2]:
-                for statement in sql_statements(migration.path.read_text()):
-                    conn.exec_driver_sql(statement)
-                run(
-                    conn,
-                    "schema",
-                    "record_migration",
-                    version=migration.version,
-                    migration=migration.name,
-                    applied_at=dt.datetime.now(dt.UTC),
-                    applied_by="test",
-                )
+                apply_migration(conn, migration, note="test")
     finally:
         inventory.dispose()
     cymru.execute(

@@ -68,13 +68,18 @@ def ensure_schema(inventory: Inventory) -> list[int]:
             )
         pending = known[applied:]
         for migration in pending:
-            for statement in sql_statements(migration.path.read_text()):
-                conn.exec_driver_sql(statement)
-            _record(conn, migration)
+            apply_migration(conn, migration)
         if pending:
             drain_queues(conn)
     _APPLIED_IN_PROCESS.add(inventory.url)
     return [m.version for m in pending]
+
+
+def apply_migration(conn: Connection, migration: Migration, note: str | None = None) -> None:
+    """Run one migration's statements and record it (the caller holds the write lock)."""
+    for statement in sql_statements(migration.path.read_text()):
+        conn.exec_driver_sql(statement)
+    _record(conn, migration, note)
 
 
 def schema_version(conn: Connection) -> int:
