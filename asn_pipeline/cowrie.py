@@ -13,7 +13,9 @@ only if it resolves inside the landing directory. When a folder holds both ``cow
 file is complete and the ``.gz`` partial, and ``gzip -k`` leaves two copies of the same lines. A
 file reached under two names (a symlink or hard link to another of the day's files) is read once,
 under the name that is no link. Every file left out for one of these reasons (hidden ones apart)
-is listed with the reason in ``DayFiles.skipped``.
+is listed with the reason in ``DayFiles.skipped``. ``landing_files`` gives every day's files by the
+same rules from one listing, and the entries that belong to no day (the live ``cowrie.json``,
+other names).
 
 A large day is read in parts (byte ranges of plain files, cut on line boundaries; whole gzip
 files) by worker processes running ``asn_pipeline.cowrie_events``, and the parts' results are
@@ -203,46 +205,8 @@ def files_for_day(landing_dir: Path, day: dt.date) -> DayFiles:
     """
     root = _landing_root(landing_dir)
     skipped: list[SkippedFile] = []
-    names_of_file: dict[tuple[int, int], list[tuple[bool, str, str, str | None]]] = {}
-    for name, path, folder in _named_for_day(landing_dir, root, day, skipped):
-        target = os.path.realpath(path)
-        if not _inside(root, target):
-            skipped.append(SkippedFile(name, "symlink_outside_landing", _text(target)))
-            continue
-        try:
-            status = os.stat(path)
-        except OSError as error:  # a dangling symlink, a symlink loop
-            skipped.append(SkippedFile(name, "not_a_file", error.strerror or str(error)))
-            continue
-        if not stat.S_ISREG(status.st_mode):  # never open a FIFO, a device or a directory
-            kind = "a directory" if stat.S_ISDIR(status.st_mode) else "not a regular file"
-            skipped.append(SkippedFile(name, "not_a_file", kind))
-            continue
-        linked = target != os.path.join(root, os.path.relpath(path, landing_dir))
-        names_of_file.setdefault((status.st_dev, status.st_ino), []).append(
-            (linked, name, path, folder)
-        )
-    by_logical_name: dict[str, list[LogFile]] = {}
-    for names in names_of_file.values():
-        _, name, path, folder = min(names)  # the name that is no link, else the first
-        skipped += [SkippedFile(n, "same_file_as", name) for _, n, _, _ in names if n != name]
-        log = LogFile(Path(path), name, folder, name.removesuffix(".gz"), day)
-        by_logical_name.setdefault(log.logical_name, []).append(log)
-    files = []
-    for logs in by_logical_name.values():
-        if len(logs) > 1:  # the plain file and its .gz: the plain one is complete (docstring)
-            plain = next(log for log in logs if log.name == log.logical_name)
-            skipped += [
-                SkippedFile(log.name, "duplicate_of_plain_file", plain.name)
-                for log in logs
-                if log is not plain
-            ]
-            logs = [plain]
-        files += logs
-    # As paths sort: the landing directory's own files, then each folder's.
-    files.sort(key=lambda log: log.name.split("/"))
-    skipped.sort(key=lambda skip: skip.name.split("/"))
-    return DayFiles(files, skipped)
+    named = list(_named_for_day(landing_dir, root, day, skipped))
+    return _resolve_day(landing_dir, root, day, named, skipped)
 
 
 def _named_for_day(
@@ -310,6 +274,153 @@ def _inside(root: str, path: str) -> bool:
 def _text(name: str) -> str:
     # A file name that is not UTF-8 holds surrogates, which no database text column takes.
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+LIVE_LOG = "cowrie.json"
+DAILY_PREFIX = "cowrie.json."
+
+
+@dataclass(frozen=True)
+class LandingEntry:
+    """A visible entry of the landing directory or of a sensor folder.
+
+    ``day`` is set for a name of a day's file (read or skipped, as ``files_for_day`` decides).
+    An entry that belongs to no day has a ``reason``: ``live_log`` (Cowrie's current
+    ``cowrie.json``, read once it is rotated), ``not_a_daily_file`` (any other name),
+    ``folder_in_sensor_folder`` (nothing below a sensor folder is read) or
+    ``symlink_outside_landing`` (a sensor folder that links out of the landing directory).
+    """
+
+    path: Path
+    name: str
+    sensor_folder: str | None
+    day: dt.date | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class LandingFiles:
+    """The landing directory from one listing: for each day that has a file name, what
+    ``files_for_day`` gives for it, and every entry looked at."""
+
+    days: dict[dt.date, DayFiles]
+    entries: list[LandingEntry]
+
+    @property
+    def not_inputs(self) -> list[LandingEntry]:
+        """The entries that belong to no day."""
+        return [entry for entry in self.entries if entry.day is None]
+
+
+def landing_files(landing_dir: Path) -> LandingFiles:
+    """Every day's files in the landing directory and one level of sensor sub-folders, by the
+    rules of the module docstring, from one listing however many days it holds.
+
+    Raises ``LandingDirectoryError`` if the landing directory or a sensor folder cannot be listed.
+    """
+    root = _landing_root(landing_dir)
+    entries: list[LandingEntry] = []
+    outside: list[SkippedFile] = []  # files_for_day lists these in every day's skipped files
+
+    def add(entry: os.DirEntry, folder: str | None, is_dir: bool) -> None:
+        # A day's file name is ASCII: the name files_for_day gives it.
+        shown = f"{folder}/{_text(entry.name)}" if folder else _text(entry.name)
+        day = daily_file_day(entry.name)
+        if day is not None:
+            entries.append(LandingEntry(Path(entry.path), shown, folder, day))
+            return
+        live = entry.name.removesuffix(".gz") == LIVE_LOG
+        reason = "folder_in_sensor_folder" if is_dir else "live_log" if live else "not_a_daily_file"
+        entries.append(LandingEntry(Path(entry.path), shown, folder, reason=reason))
+
+    for entry in _listing(landing_dir, landing_dir):
+        if daily_file_day(entry.name) is not None or not _is_dir(entry):
+            add(entry, None, False)
+            continue
+        folder = _text(entry.name)
+        if not _inside(root, entry.path):
+            target = _text(os.path.realpath(entry.path))
+            outside.append(SkippedFile(folder, "symlink_outside_landing", target))
+            reason = "symlink_outside_landing"
+            entries.append(LandingEntry(Path(entry.path), folder, None, reason=reason))
+            continue
+        for inner in _listing(entry.path, landing_dir):
+            add(inner, folder, _is_dir(inner))
+    named: dict[dt.date, list[tuple[str, str, str | None]]] = {}
+    for entry in entries:
+        if entry.day is not None:
+            named.setdefault(entry.day, []).append(
+                (entry.name, str(entry.path), entry.sensor_folder)
+            )
+    days = {
+        day: _resolve_day(landing_dir, root, day, found, list(outside))
+        for day, found in sorted(named.items())
+    }
+    return LandingFiles(days, entries)
+
+
+def daily_file_day(name: str) -> dt.date | None:
+    """The day of a daily file name, ``cowrie.json.YYYY-MM-DD`` with or without ``.gz``."""
+    stem = name.removesuffix(".gz")
+    if not stem.startswith(DAILY_PREFIX):
+        return None
+    text = stem.removeprefix(DAILY_PREFIX)
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        return None
+    return day if day.isoformat() == text else None  # not 20261120 or 2026-W47-5
+
+
+def _resolve_day(
+    landing_dir: Path,
+    root: str,
+    day: dt.date,
+    named: list[tuple[str, str, str | None]],
+    skipped: list[SkippedFile],
+) -> DayFiles:
+    """The day's files from the entries named for it, by the rules of the module docstring;
+    ``skipped`` gets the entries left out."""
+    names_of_file: dict[tuple[int, int], list[tuple[bool, str, str, str | None]]] = {}
+    for name, path, folder in named:
+        target = os.path.realpath(path)
+        if not _inside(root, target):
+            skipped.append(SkippedFile(name, "symlink_outside_landing", _text(target)))
+            continue
+        try:
+            status = os.stat(path)
+        except OSError as error:  # a dangling symlink, a symlink loop
+            skipped.append(SkippedFile(name, "not_a_file", error.strerror or str(error)))
+            continue
+        if not stat.S_ISREG(status.st_mode):  # never open a FIFO, a device or a directory
+            kind = "a directory" if stat.S_ISDIR(status.st_mode) else "not a regular file"
+            skipped.append(SkippedFile(name, "not_a_file", kind))
+            continue
+        linked = target != os.path.join(root, os.path.relpath(path, landing_dir))
+        names_of_file.setdefault((status.st_dev, status.st_ino), []).append(
+            (linked, name, path, folder)
+        )
+    by_logical_name: dict[str, list[LogFile]] = {}
+    for names in names_of_file.values():
+        _, name, path, folder = min(names)  # the name that is no link, else the first
+        skipped += [SkippedFile(n, "same_file_as", name) for _, n, _, _ in names if n != name]
+        log = LogFile(Path(path), name, folder, name.removesuffix(".gz"), day)
+        by_logical_name.setdefault(log.logical_name, []).append(log)
+    files = []
+    for logs in by_logical_name.values():
+        if len(logs) > 1:  # the plain file and its .gz: the plain one is complete (docstring)
+            plain = next(log for log in logs if log.name == log.logical_name)
+            skipped += [
+                SkippedFile(log.name, "duplicate_of_plain_file", plain.name)
+                for log in logs
+                if log is not plain
+            ]
+            logs = [plain]
+        files += logs
+    # As paths sort: the landing directory's own files, then each folder's.
+    files.sort(key=lambda log: log.name.split("/"))
+    skipped.sort(key=lambda skip: skip.name.split("/"))
+    return DayFiles(files, skipped)
 
 
 def parse_day(

@@ -6,8 +6,9 @@ import datetime as dt
 import os
 import re
 import sqlite3
+import zoneinfo
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -27,6 +28,11 @@ DEFAULT_CYMRU_TTL_DAYS = 90
 # queries a second for all runs together (the README says what that means for a day).
 DEFAULT_CYMRU_QPS = 10.0
 MAX_CYMRU_QPS = 1000.0
+# The daily schedule runs early in the UTC morning, once every sensor's file of the day before
+# has had time to land.
+DEFAULT_SCHEDULE_HOUR = 2
+DEFAULT_SCHEDULE_MINUTE = 0
+DEFAULT_SCHEDULE_TIMEZONE = "UTC"
 
 
 class ConfigurationError(ValueError):
@@ -48,6 +54,19 @@ class Nameserver:
 
 
 @dataclass(frozen=True)
+class ScheduleTime:
+    """When the daily schedule ticks: ``hour:minute`` in the IANA time zone ``timezone``."""
+
+    hour: int = DEFAULT_SCHEDULE_HOUR
+    minute: int = DEFAULT_SCHEDULE_MINUTE
+    timezone: str = DEFAULT_SCHEDULE_TIMEZONE
+
+    @property
+    def cron(self) -> str:
+        return f"{self.minute} {self.hour} * * *"
+
+
+@dataclass(frozen=True)
 class Settings:
     db_url: str
     landing_dir: Path
@@ -60,6 +79,7 @@ class Settings:
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
     cymru_ttl_days: int = DEFAULT_CYMRU_TTL_DAYS
     cymru_qps: float = DEFAULT_CYMRU_QPS
+    schedule: ScheduleTime = field(default_factory=ScheduleTime)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -85,6 +105,7 @@ class Settings:
             start_date=_date("ASN_PIPELINE_START_DATE", get("ASN_PIPELINE_START_DATE")),
             parse_workers=parse_workers(env),
             max_line_bytes=max_line_bytes(env),
+            schedule=schedule_time(env),
         )
 
 
@@ -263,3 +284,44 @@ def max_line_bytes(environ: Mapping[str, str] | None = None) -> int:
             variable, value, "expected a whole number of bytes, 1024 to 1073741824"
         )
     return int(value)
+
+
+def schedule_time(environ: Mapping[str, str] | None = None) -> ScheduleTime:
+    """``ASN_PIPELINE_SCHEDULE_HOUR`` (0-23), ``ASN_PIPELINE_SCHEDULE_MINUTE`` (0-59) and
+    ``ASN_PIPELINE_SCHEDULE_TIMEZONE`` (an IANA name), validated; defaults for those unset."""
+    env = os.environ if environ is None else environ
+
+    def get(name: str) -> str | None:
+        return env.get(name, "").strip() or None
+
+    def whole(variable: str, value: str | None, default: int, top: int, unit: str) -> int:
+        if value is None:
+            return default
+        if not (value.isascii() and value.isdigit()) or not 0 <= int(value) <= top:
+            raise ConfigurationError(variable, value, f"expected the {unit}, 0 to {top}")
+        return int(value)
+
+    hour = whole(
+        "ASN_PIPELINE_SCHEDULE_HOUR",
+        get("ASN_PIPELINE_SCHEDULE_HOUR"),
+        DEFAULT_SCHEDULE_HOUR,
+        23,
+        "hour of the day",
+    )
+    minute = whole(
+        "ASN_PIPELINE_SCHEDULE_MINUTE",
+        get("ASN_PIPELINE_SCHEDULE_MINUTE"),
+        DEFAULT_SCHEDULE_MINUTE,
+        59,
+        "minute of the hour",
+    )
+    timezone = get("ASN_PIPELINE_SCHEDULE_TIMEZONE") or DEFAULT_SCHEDULE_TIMEZONE
+    try:
+        zoneinfo.ZoneInfo(timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigurationError(
+            "ASN_PIPELINE_SCHEDULE_TIMEZONE",
+            timezone,
+            "unknown time zone; use an IANA name such as UTC or Europe/Amsterdam",
+        ) from None
+    return ScheduleTime(hour, minute, timezone)
