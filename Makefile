@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 
-.PHONY: venv demo test lint format ui bench clean
+.PHONY: venv demo test lint format ui bench bench-backfill clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required (set PYTHON=...)") if sys.version_info < (3, 11) else None'
@@ -36,6 +36,11 @@ format: $(STAMP)
 # history databases under bench/data/), results in bench/results/.
 bench: $(STAMP)
 	$(PY) -m bench.run
+
+# A year of demo-sized days backfilled as one run and as a run per day through a real daemon
+# (docs/performance.md, "Backfills"): about a quarter of an hour; results in bench/results/.
+bench-backfill: $(STAMP)
+	$(PY) -m bench.backfill
 
 ui: $(STAMP)
 	$(PY) scripts/run_demo.py --ui

@@ -18,5 +18,8 @@ def defs() -> dg.Definitions:
     MaxMindLookup(settings.maxmind_asn_db, settings.maxmind_city_db).close()
     return dg.Definitions.merge(
         dg.load_from_defs_folder(path_within_project=Path(__file__).parent),
-        dg.Definitions(resources=resources_from(settings)),
+        # One process per run, its steps one after another in it: a partition's steps form a
+        # chain, and a process per step (the multiprocess executor) cost about 2 s each, most
+        # of a run's time. Runs in parallel come from the run queue and the pools.
+        dg.Definitions(resources=resources_from(settings), executor=dg.in_process_executor),
     )

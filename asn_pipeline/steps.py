@@ -43,22 +43,65 @@ def run_materialises(context: dg.OpExecutionContext, asset: str) -> bool:
     return not selection or dg.AssetKey(asset) in selection
 
 
+def partition_days(context: dg.OpExecutionContext | dg.AssetCheckExecutionContext) -> list[dt.date]:
+    """The days of the step's partition, or of its range in a single-run backfill, in order."""
+    return [dt.date.fromisoformat(key) for key in context.partition_keys]
+
+
+def describe_days(days: Sequence[dt.date]) -> str:
+    """``2026-11-20``, or ``2026-01-01..2026-12-31`` for a range."""
+    return days[0].isoformat() if len(days) == 1 else f"{days[0]}..{days[-1]}"
+
+
 def report_refreshed_days(
-    context: dg.OpExecutionContext, refreshed: StatisticsWritten | None, day: dt.date
+    context: dg.OpExecutionContext, refreshed: StatisticsWritten | None, days: Sequence[dt.date]
 ) -> None:
-    """A materialisation of asn_statistics for every other day whose figures this step
-    recomputed (a session spanning midnight, an address's first day moved), so that the UI
-    does not show those partitions' old figures as current."""
+    """A materialisation of asn_statistics for every day outside the run's own whose figures
+    this step recomputed (a session spanning midnight, an address's first day moved), so that
+    the UI does not show those partitions' old figures as current."""
+    own = set(days)
     for other in refreshed.dates_refreshed if refreshed else ():
-        if other != day:
+        if other not in own:
             context.log_event(
                 dg.AssetMaterialization(
                     asset_key=STATISTICS_ASSET,
                     partition=other.isoformat(),
-                    description=f"Recomputed by the run of {day}: its sessions changed this day.",
-                    metadata={"recomputed_by_partition": day.isoformat()},
+                    description=(
+                        f"Recomputed by the run of {describe_days(days)}: "
+                        "its sessions changed this day."
+                    ),
+                    metadata={"recomputed_by_partition": describe_days(days)},
                 )
             )
+
+
+def scoped_to_days(
+    days: Sequence[dt.date],
+    metadata: dict[str, object],
+    per_day: Sequence[Sequence[object]] = (),
+    per_day_headers: Sequence[str] = (),
+) -> dict[str, object]:
+    """The metadata of a step as is for one day. For a range (a single-run backfill), Dagster
+    records the same metadata on every partition of the range: the figures are then renamed
+    ``range_*`` so that no day's plot shows them as its own, the range is named, and
+    ``per_day`` holds each day's figures where the step has them."""
+    if len(days) == 1:
+        return metadata
+    scoped: dict[str, object] = {
+        "partition_range": describe_days(days),
+        "partitions_in_run": len(days),
+        "scope": dg.MetadataValue.md(
+            f"These figures cover the whole range {describe_days(days)} of a single-run "
+            "backfill, not this partition alone."
+        ),
+    }
+    for key, value in metadata.items():
+        if key.startswith("dagster/"):
+            continue  # a row count of the range is not one of the partition
+        scoped[f"range_{key}"] = value
+    if per_day:
+        scoped["per_day"] = dg.MetadataValue.md(markdown_table(per_day_headers, per_day))
+    return scoped
 
 
 def counts_table(key: str, value: str, rows: Iterable[tuple[object, object]]) -> str:

@@ -8,6 +8,7 @@ import getpass
 import gzip
 import json
 import os
+import sqlite3
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -19,10 +20,17 @@ import orjson
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
 
 from asn_pipeline.defs.automation.jobs import DAILY_JOB
 from asn_pipeline.demo import Network, write_asn_mmdb, write_city_mmdb
+from asn_pipeline.store import Inventory
+from asn_pipeline.store.audit import counter_mismatches, dangling_asn_references
 from asn_pipeline.store.report import DATA_TABLES, PROVENANCE_COLUMNS
+from asn_pipeline_tests import oracle
 
 NETWORKS = [
     Network("45.10.0.0/16", 64496, "Example Hosting A", "NL"),
@@ -149,6 +157,22 @@ class Pipeline:
             for day in days
         ]
 
+    def run_range(
+        self, first: dt.date, last: dt.date, *, raise_on_error: bool = True
+    ) -> dg.ExecuteInProcessResult:
+        """Materialise the daily job over ``first``..``last`` in one run, as a single-run
+        backfill (the assets' backfill policy) does."""
+        job = self.definitions().resolve_job_def(DAILY_JOB)
+        return job.execute_in_process(
+            instance=self.instance,
+            raise_on_error=raise_on_error,
+            run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+            tags={
+                ASSET_PARTITION_RANGE_START_TAG: first.isoformat(),
+                ASSET_PARTITION_RANGE_END_TAG: last.isoformat(),
+            },
+        )
+
     def other(self, request, tmp_path: Path, name: str) -> Pipeline:
         """A pipeline on a second, empty inventory of the same backend, same logs and instance."""
         if self.backend == "postgres":
@@ -199,6 +223,44 @@ class Pipeline:
             rows = frame.astype(object).where(frame.notna(), None).itertuples(index=False)
             state[name] = sorted((tuple(r) for r in rows), key=repr)
         return state
+
+
+def assert_exact(pipeline: Pipeline) -> None:
+    """Invariants 1 and 3 over the whole inventory (against the oracle and the audits), foreign
+    keys intact, and nothing left queued."""
+    sessions = pipeline.table("sessions")
+    ips = pipeline.table("ip_inventory").set_index("ip_address")
+    counters = oracle.ip_counters(sessions)
+    pd.testing.assert_frame_equal(
+        ips.loc[counters.index, counters.columns], counters, check_names=False, check_dtype=False
+    )
+    asns = pipeline.table("asn_inventory").set_index("asn_number")
+    expected = oracle.asn_counters(ips.reset_index()).reindex(asns.index, fill_value=0)
+    pd.testing.assert_frame_equal(
+        asns[expected.columns], expected, check_names=False, check_dtype=False
+    )
+    mapped = ips.dropna(subset=["current_asn"]).astype({"current_asn": "int64"})
+    seen = mapped.groupby("current_asn").agg(
+        first_seen=("first_seen", "min"), last_seen=("last_seen", "max")
+    )
+    pd.testing.assert_frame_equal(
+        asns[["first_seen", "last_seen"]], seen.reindex(asns.index), check_names=False
+    )
+    inventory = Inventory(pipeline.db_url)
+    try:
+        for day in sorted(set(sessions["ingest_date"])):
+            mismatches = counter_mismatches(inventory, dt.date.fromisoformat(day))
+            assert not any(mismatches.values()), (day, mismatches)
+        assert dangling_asn_references(inventory) == 0
+    finally:
+        inventory.dispose()
+    assert set(ips["current_asn"].dropna().astype(int)) <= set(asns.index)
+    assert set(sessions["asn_number"].dropna().astype(int)) <= set(asns.index)
+    if pipeline.backend == "sqlite":
+        with sqlite3.connect(pipeline.db_url.removeprefix("sqlite:///")) as conn:
+            assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    for queue in ("stale_ips", "stale_asn_deltas", "stale_days"):
+        assert pipeline.table(queue).empty, queue
 
 
 @pytest.fixture

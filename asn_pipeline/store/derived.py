@@ -54,16 +54,21 @@ def refresh_ip_counters(conn: Connection) -> None:
 
 
 def snapshot_session_asns(
-    inventory: Inventory, day: dt.date, *, settle: bool = False
+    inventory: Inventory,
+    first_day: dt.date,
+    last_day: dt.date | None = None,
+    *,
+    settle: bool = False,
 ) -> tuple[int, StatisticsWritten | None]:
-    """Set ``sessions.asn_number`` of ``day``'s sessions to their address's current ASN; returns
-    how many changed and, with ``settle``, what ``drain_queues`` recomputed in the same
-    transaction."""
+    """Set ``sessions.asn_number`` of the sessions of ``first_day`` (to ``last_day``) to their
+    address's current ASN; returns how many changed and, with ``settle``, what ``drain_queues``
+    recomputed in the same transaction."""
+    days = {"first_day": first_day, "last_day": last_day or first_day}
     with inventory.write() as conn:
-        changed = run(conn, "derived", "collect_snapshot_changes", day=day).rowcount
+        changed = run(conn, "derived", "collect_snapshot_changes", **days).rowcount
         analyze(conn, "w_snapshot")
-        run(conn, "derived", "mark_days_of_snapshot_changes", day=day)
-        run(conn, "derived", "snapshot_session_asns", day=day)
+        run(conn, "derived", "mark_days_of_snapshot_changes")
+        run(conn, "derived", "snapshot_session_asns", **days)
         refreshed = drain_queues(conn) if settle else None
     return changed, refreshed
 

@@ -12,7 +12,9 @@ from asn_pipeline.lookup.cascade import NAME_COLUMNS, PREFIX_COLUMNS, UNROUTED_C
 from asn_pipeline.lookup.enrich import LOOKUP_COLUMNS
 from asn_pipeline.store.database import Inventory, analyze, bulk_insert, frame_rows, run
 from asn_pipeline.store.derived import (
+    StatisticsWritten,
     collect_ip_counters,
+    drain_queues,
     queue_asn_changes,
     refresh_ip_counters,
     track_asn_changes,
@@ -25,12 +27,23 @@ class InventoryWritten:
     new_addresses: int
     asn_changes: int
     new_asns: int
+    refreshed: StatisticsWritten | None = None  # what ``settle`` recomputed
 
 
-def day_addresses(inventory: Inventory, day: dt.date) -> list[str]:
-    """Distinct source addresses of ``day``'s session fragments."""
+def day_addresses(
+    inventory: Inventory, first_day: dt.date, last_day: dt.date | None = None
+) -> list[str]:
+    """Distinct source addresses of the session fragments of ``first_day`` (to ``last_day``)."""
     with inventory.read() as conn:
-        return list(run(conn, "inventory", "day_addresses", day=day).scalars())
+        return list(
+            run(
+                conn,
+                "inventory",
+                "day_addresses",
+                first_day=first_day,
+                last_day=last_day or first_day,
+            ).scalars()
+        )
 
 
 def address_count(inventory: Inventory) -> int:
@@ -53,13 +66,17 @@ def upsert_lookups(
     run_id: str | None,
     now: dt.datetime,
     cymru: CymruResult | None = None,
+    *,
+    settle: bool = False,
 ) -> InventoryWritten:
     """Write the lookups: Team Cymru's new answers to its cache, ASN rows, then addresses,
     their ASN history and counters, in one transaction.
 
     Referential integrity holds at every commit: an address's ``current_asn`` is inserted into
     ``asn_inventory`` before the address points at it, in the same transaction. The cache and
-    the addresses it answered commit together or not at all.
+    the addresses it answered commit together or not at all. With ``settle``, the ASN counter
+    changes the write queued (and any earlier write's) are applied in the same transaction, so
+    its commit is exact (invariant 1).
     """
     params = {"run_id": run_id, "now": now}
     with inventory.write() as conn:
@@ -79,7 +96,15 @@ def upsert_lookups(
         queue_asn_changes(conn)
         if cymru is not None and cymru.names:
             run(conn, "derived", "refresh_asn_countries")
-    return InventoryWritten(addresses or 0, new_addresses or 0, asn_changes or 0, new_asns)
+        refreshed = None
+        if settle:
+            # The addresses' work sets are done with: the drain starts from the queues alone.
+            for name in ("forget_touched_ips", "forget_ips_before", "forget_ip_counters"):
+                run(conn, "inventory", name)
+            refreshed = drain_queues(conn)
+    return InventoryWritten(
+        addresses or 0, new_addresses or 0, asn_changes or 0, new_asns, refreshed
+    )
 
 
 def _write_cymru_cache(conn: Connection, cymru: CymruResult) -> None:

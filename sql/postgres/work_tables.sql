@@ -69,9 +69,10 @@ CREATE TEMP TABLE IF NOT EXISTS w_merged (
     asn_number     bigint
 );
 CREATE TEMP TABLE IF NOT EXISTS w_snapshot (
-    sensor     text NOT NULL,
-    session_id text NOT NULL,
-    src_ip     text NOT NULL,
+    sensor      text NOT NULL,
+    session_id  text NOT NULL,
+    ingest_date date NOT NULL,
+    src_ip      text NOT NULL,
     old_asn    bigint,
     new_asn    bigint
 );
@@ -148,4 +149,45 @@ CREATE TEMP TABLE IF NOT EXISTS w_cymru_names (
     raw_answer           jsonb,
     fetched_at           timestamptz NOT NULL,
     expires_at           timestamptz NOT NULL
+);
+-- The legacy import (asn_pipeline.store.legacy): each (address, ASN) a cowrieprocessor inventory
+-- maps, with its earliest and latest time, and what it knows of each ASN and from where.
+CREATE TEMP TABLE IF NOT EXISTS w_legacy_mappings (
+    ip_address     text NOT NULL,
+    asn_number     bigint NOT NULL,
+    first_observed timestamptz NOT NULL,
+    last_observed  timestamptz NOT NULL,
+    PRIMARY KEY (ip_address, asn_number)
+);
+CREATE TEMP TABLE IF NOT EXISTS w_legacy_asns (
+    asn_number           bigint PRIMARY KEY,
+    organization_name    text,
+    name_from            text,
+    organization_country text,
+    country_from         text,
+    rir_registry         text,
+    registry_from        text
+);
+-- The derived values before the repair recomputes them, to report what it corrected.
+CREATE TEMP TABLE IF NOT EXISTS w_repair_ips (
+    ip_address    text PRIMARY KEY,
+    session_count bigint NOT NULL,
+    first_seen    timestamptz,
+    last_seen     timestamptz
+);
+CREATE TEMP TABLE IF NOT EXISTS w_repair_asns (
+    asn_number           bigint PRIMARY KEY,
+    unique_ip_count      bigint NOT NULL,
+    total_session_count  bigint NOT NULL,
+    first_seen           timestamptz,
+    last_seen            timestamptz,
+    organization_country text
+);
+CREATE TEMP TABLE IF NOT EXISTS w_repair_day_stats (
+    stat_date       date NOT NULL,
+    asn_number      bigint NOT NULL,
+    session_count   bigint NOT NULL,
+    unique_ip_count bigint NOT NULL,
+    new_ip_count    bigint NOT NULL,
+    PRIMARY KEY (stat_date, asn_number)
 );

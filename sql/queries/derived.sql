@@ -125,33 +125,36 @@ WHERE ip_count = 0
   AND asn_number IN (SELECT current_asn FROM w_ip_before WHERE country_code IS NOT NULL);
 
 -- name: mark_days_of_snapshot_changes
--- The day's sessions whose ASN snapshot is about to change: old and new ASN statistics.
+-- The sessions whose ASN snapshot is about to change: old and new ASN statistics of their day.
 INSERT INTO stale_days (stat_date, asn_number)
-SELECT DISTINCT :day, asn_number FROM (
-    SELECT old_asn AS asn_number FROM w_snapshot
+SELECT DISTINCT ingest_date, asn_number FROM (
+    SELECT ingest_date, old_asn AS asn_number FROM w_snapshot
     UNION
-    SELECT new_asn FROM w_snapshot
+    SELECT ingest_date, new_asn FROM w_snapshot
 ) AS changed
 WHERE asn_number IS NOT NULL
 ON CONFLICT DO NOTHING;
 
 -- name: collect_snapshot_changes
--- The day's sessions whose asn_number differs from their address's ASN now.
-INSERT INTO w_snapshot (sensor, session_id, src_ip, old_asn, new_asn)
-SELECT s.sensor, s.session_id, s.src_ip, s.asn_number, i.current_asn
+-- The sessions of a day (or of the days of a range) whose asn_number differs from their
+-- address's ASN now.
+INSERT INTO w_snapshot (sensor, session_id, ingest_date, src_ip, old_asn, new_asn)
+SELECT s.sensor, s.session_id, s.ingest_date, s.src_ip, s.asn_number, i.current_asn
 FROM sessions AS s
 LEFT JOIN ip_inventory AS i ON i.ip_address = s.src_ip
-WHERE s.ingest_date = :day AND s.asn_number IS DISTINCT FROM i.current_asn;
+WHERE s.ingest_date BETWEEN :first_day AND :last_day
+  AND s.asn_number IS DISTINCT FROM i.current_asn;
 
 -- name: snapshot_session_asns
--- asn_number of the day's sessions := their address's ASN now (the backfill step), for every
+-- asn_number of the days' sessions := their address's ASN now (the backfill step), for every
 -- address with a changed session. Reached by (day, address) through sessions_day_ip, in the
 -- order the day's rows lie in the table (insert_merged_sessions); one probe of the session key
 -- per row would visit them at random.
 UPDATE sessions SET asn_number = (
     SELECT i.current_asn FROM ip_inventory AS i WHERE i.ip_address = sessions.src_ip
 )
-WHERE ingest_date = :day AND src_ip IN (SELECT src_ip FROM w_snapshot);
+WHERE ingest_date BETWEEN :first_day AND :last_day
+  AND src_ip IN (SELECT src_ip FROM w_snapshot);
 
 -- name: claim_asn_deltas
 INSERT INTO w_asn_deltas

@@ -1,7 +1,11 @@
 -- Upserting one day's lookups (assets ip_inventory and asn_inventory). The lookups are in w_lookups.
 
 -- name: day_addresses
-SELECT DISTINCT src_ip FROM session_fragments WHERE fragment_date = :day ORDER BY src_ip;
+-- The distinct source addresses of a day, or of the days of a range.
+SELECT DISTINCT src_ip
+FROM session_fragments
+WHERE fragment_date BETWEEN :first_day AND :last_day
+ORDER BY src_ip;
 
 -- name: collect_touched_ips
 -- The addresses this write may change: the looked-up ones and any queued for a counter refresh.
@@ -172,3 +176,14 @@ SELECT
        LEFT JOIN ip_inventory AS i ON i.ip_address = s.src_ip
       WHERE s.ingest_date = :day AND s.asn_number IS DISTINCT FROM i.current_asn)
         AS sessions_awaiting_asn_snapshot;
+
+-- name: forget_touched_ips
+-- The address work sets of upsert_lookups once its changes are queued, emptied before a
+-- drain_queues in the same transaction (settle), which fills them again from stale_ips.
+DELETE FROM w_ips;
+
+-- name: forget_ips_before
+DELETE FROM w_ip_before;
+
+-- name: forget_ip_counters
+DELETE FROM w_ip_counters;

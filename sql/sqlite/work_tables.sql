@@ -68,9 +68,10 @@ CREATE TEMP TABLE IF NOT EXISTS w_merged (
     asn_number     INTEGER
 );
 CREATE TEMP TABLE IF NOT EXISTS w_snapshot (
-    sensor     TEXT NOT NULL,
-    session_id TEXT NOT NULL,
-    src_ip     TEXT NOT NULL,
+    sensor      TEXT NOT NULL,
+    session_id  TEXT NOT NULL,
+    ingest_date TEXT NOT NULL,
+    src_ip      TEXT NOT NULL,
     old_asn    INTEGER,
     new_asn    INTEGER
 );
@@ -147,4 +148,45 @@ CREATE TEMP TABLE IF NOT EXISTS w_cymru_names (
     raw_answer           TEXT,
     fetched_at           TEXT NOT NULL,
     expires_at           TEXT NOT NULL
+);
+-- The legacy import (asn_pipeline.store.legacy): each (address, ASN) a cowrieprocessor inventory
+-- maps, with its earliest and latest time, and what it knows of each ASN and from where.
+CREATE TEMP TABLE IF NOT EXISTS w_legacy_mappings (
+    ip_address     TEXT NOT NULL,
+    asn_number     INTEGER NOT NULL,
+    first_observed TEXT NOT NULL,
+    last_observed  TEXT NOT NULL,
+    PRIMARY KEY (ip_address, asn_number)
+);
+CREATE TEMP TABLE IF NOT EXISTS w_legacy_asns (
+    asn_number           INTEGER PRIMARY KEY,
+    organization_name    TEXT,
+    name_from            TEXT,
+    organization_country TEXT,
+    country_from         TEXT,
+    rir_registry         TEXT,
+    registry_from        TEXT
+);
+-- The derived values before the repair recomputes them, to report what it corrected.
+CREATE TEMP TABLE IF NOT EXISTS w_repair_ips (
+    ip_address    TEXT PRIMARY KEY,
+    session_count INTEGER NOT NULL,
+    first_seen    TEXT,
+    last_seen     TEXT
+);
+CREATE TEMP TABLE IF NOT EXISTS w_repair_asns (
+    asn_number           INTEGER PRIMARY KEY,
+    unique_ip_count      INTEGER NOT NULL,
+    total_session_count  INTEGER NOT NULL,
+    first_seen           TEXT,
+    last_seen            TEXT,
+    organization_country TEXT
+);
+CREATE TEMP TABLE IF NOT EXISTS w_repair_day_stats (
+    stat_date       TEXT NOT NULL,
+    asn_number      INTEGER NOT NULL,
+    session_count   INTEGER NOT NULL,
+    unique_ip_count INTEGER NOT NULL,
+    new_ip_count    INTEGER NOT NULL,
+    PRIMARY KEY (stat_date, asn_number)
 );

@@ -1,23 +1,36 @@
 import datetime as dt
+from collections import Counter
+from dataclasses import dataclass
 
 import dagster as dg
 from pydantic import Field
 
-from asn_pipeline.cowrie import files_for_day, parse_day
-from asn_pipeline.defs.partitions import daily_partitions
+from asn_pipeline.cowrie import (
+    DayFiles,
+    FileReport,
+    ParsedDay,
+    SkippedFile,
+    files_for_day,
+    parse_day,
+)
+from asn_pipeline.defs.partitions import backfill_policy, daily_partitions
 from asn_pipeline.resources import INVENTORY_POOL, InventoryDatabase, LandingDirectory
 from asn_pipeline.steps import (
     ALLOW_SHRINK_TAG,
     RETRY_POLICY,
     STATISTICS_ASSET,
     counts_table,
+    describe_days,
     markdown_table,
+    partition_days,
     report_refreshed_days,
     retry_only_transient,
     run_materialises,
+    scoped_to_days,
 )
 from asn_pipeline.store import inventory as inventory_store
 from asn_pipeline.store import sessions
+from asn_pipeline.store.sessions import SessionsWritten
 
 
 class CowrieSessionsConfig(dg.Config):
@@ -32,6 +45,7 @@ class CowrieSessionsConfig(dg.Config):
 
 @dg.asset(
     partitions_def=daily_partitions,
+    backfill_policy=backfill_policy,
     group_name="honeypot",
     kinds={"python", "sql"},
     owners=["team:honeypot-data"],
@@ -46,31 +60,107 @@ def cowrie_sessions(
     landing: LandingDirectory,
 ) -> dg.MaterializeResult:
     """One row per Cowrie session in the day's logs; unusable lines go to rejected_events."""
-    day = dt.date.fromisoformat(context.partition_key)
+    days = partition_days(context)
     allow_shrink = config.allow_shrink or context.run.tags.get(ALLOW_SHRINK_TAG) == "true"
-    # Without asn_statistics in the run, nothing later in it recomputes the counters this write
-    # changes: it does so itself, in the same transaction.
+    # Without asn_statistics in the run, nothing later in it recomputes the counters these
+    # writes change: the last one does so itself, in its transaction.
     settle = not run_materialises(context, STATISTICS_ASSET)
     inventory = inventory_db.inventory
+    read = []
     with retry_only_transient():
-        found = files_for_day(landing.root, day)
-        for skipped in found.skipped:
-            context.log.warning(f"Not read: {skipped.name} ({skipped.reason}: {skipped.detail})")
-        with parse_day(found.files) as parsed:
-            written = sessions.replace_day(
-                inventory, day, parsed, context.run_id, allow_shrink=allow_shrink, settle=settle
-            )
-        pending = (
-            {}
-            if run_materialises(context, "ip_inventory")
-            else inventory_store.day_pending(inventory, day)
-        )
-    report_refreshed_days(context, written.refreshed, day)
-    reports = parsed.file_reports
-    damaged = [r for r in reports if r.status != "ok"]
-    for report in damaged:
+        for day in days:
+            # Each day is written whole in its own transaction: a failure on a later day of a
+            # range leaves the earlier ones done, and a re-run redoes them idempotently.
+            found = files_for_day(landing.root, day)
+            for skipped in found.skipped:
+                context.log.warning(
+                    f"Not read: {skipped.name} ({skipped.reason}: {skipped.detail})"
+                )
+            with parse_day(found.files) as parsed:
+                written = sessions.replace_day(
+                    inventory,
+                    day,
+                    parsed,
+                    context.run_id,
+                    allow_shrink=allow_shrink,
+                    settle=settle and day == days[-1],
+                )
+                read.append(DayRead.of(day, found, parsed, written))
+            report_refreshed_days(context, written.refreshed, days)
+        pending: dict[str, int] = {}
+        if not run_materialises(context, "ip_inventory"):
+            for day in days:
+                for key, count in inventory_store.day_pending(inventory, day).items():
+                    pending[key] = pending.get(key, 0) + count
+    for report in (r for d in read for r in d.file_reports if r.status != "ok"):
         context.log.warning(f"{report.name}: {report.status}")
-    metadata = {
+    metadata = _metadata(read)
+    metadata["replaced_with_less_allowed"] = allow_shrink
+    metadata["database"] = inventory.display_url
+    if pending:
+        # Materialised without ip_inventory: say what these days still wait for.
+        metadata.update(pending)
+        metadata["pending"] = dg.MetadataValue.md(
+            f"Materialise ip_inventory (and asn_statistics) for {describe_days(days)}: "
+            f"{pending['addresses_awaiting_lookup']} addresses are not looked up yet and "
+            f"{pending['sessions_awaiting_asn_snapshot']} sessions have no ASN snapshot yet."
+        )
+    per_day = [
+        (
+            d.day.isoformat(),
+            len(d.file_reports),
+            d.lines_read,
+            d.events_read,
+            d.written.sessions_owned,
+            d.rejected_lines,
+        )
+        for d in read
+    ]
+    headers = ("day", "files", "lines", "events", "sessions", "rejected")
+    return dg.MaterializeResult(metadata=scoped_to_days(days, metadata, per_day, headers))
+
+
+@dataclass(frozen=True)
+class DayRead:
+    """What one day's files held and what writing them did (figures only: a range's days are
+    not kept in memory)."""
+
+    day: dt.date
+    skipped: list[SkippedFile]
+    file_reports: list[FileReport]
+    lines_read: int
+    events_read: int
+    sessions_in_files: int
+    rejected_lines: int
+    reasons: Counter[str]
+    blank_lines: int
+    src_ip_conflicts: int
+    written: SessionsWritten
+
+    @classmethod
+    def of(cls, day: dt.date, found: DayFiles, parsed: ParsedDay, written: SessionsWritten):
+        return cls(
+            day,
+            found.skipped,
+            parsed.file_reports,
+            parsed.lines_read,
+            parsed.events_read,
+            len(parsed.fragments),
+            len(parsed.rejected),
+            parsed.reasons,
+            parsed.blank_lines,
+            parsed.src_ip_conflicts,
+            written,
+        )
+
+
+def _metadata(read: list[DayRead]) -> dict[str, object]:
+    """The figures of the days read: one day's, or the sums over a range."""
+    reports = [r for d in read for r in d.file_reports]
+    skipped = [s for d in read for s in d.skipped]
+    reasons = sum((d.reasons for d in read), Counter())
+    sessions_owned = sum(d.written.sessions_owned for d in read)
+    return {
         "files": dg.MetadataValue.md(
             markdown_table(
                 ("file", "status", "lines", "events", "rejected", "bytes"),
@@ -81,34 +171,23 @@ def cowrie_sessions(
             )
         ),
         "file_count": len(reports),
-        "damaged_files": len(damaged),
+        "damaged_files": sum(r.status != "ok" for r in reports),
         "files_not_read": dg.MetadataValue.md(
             markdown_table(
-                ("file", "reason", "detail"), [(s.name, s.reason, s.detail) for s in found.skipped]
+                ("file", "reason", "detail"), [(s.name, s.reason, s.detail) for s in skipped]
             )
         ),
-        "lines_read": parsed.lines_read,
-        "events_read": parsed.events_read,
-        "sessions_in_files": len(parsed.fragments),
-        "sessions_owned_by_day": written.sessions_owned,
-        "sessions_spanning_days": written.sessions_spanning_days,
-        "reused_session_ids": written.reused_session_ids,
-        "rejected_lines": len(parsed.rejected),
+        "lines_read": sum(d.lines_read for d in read),
+        "events_read": sum(d.events_read for d in read),
+        "sessions_in_files": sum(d.sessions_in_files for d in read),
+        "sessions_owned_by_day": sessions_owned,
+        "sessions_spanning_days": sum(d.written.sessions_spanning_days for d in read),
+        "reused_session_ids": sum(d.written.reused_session_ids for d in read),
+        "rejected_lines": sum(d.rejected_lines for d in read),
         "rejected_by_reason": dg.MetadataValue.md(
-            counts_table("reason", "lines", parsed.reasons.most_common())
+            counts_table("reason", "lines", reasons.most_common())
         ),
-        "blank_lines": parsed.blank_lines,
-        "src_ip_conflicts": parsed.src_ip_conflicts,
-        "replaced_with_less_allowed": allow_shrink,
-        "database": inventory.display_url,
-        "dagster/row_count": written.sessions_owned,
+        "blank_lines": sum(d.blank_lines for d in read),
+        "src_ip_conflicts": sum(d.src_ip_conflicts for d in read),
+        "dagster/row_count": sessions_owned,
     }
-    if pending:
-        # Materialised without ip_inventory: say what this day still waits for.
-        metadata.update(pending)
-        metadata["pending"] = dg.MetadataValue.md(
-            "Materialise ip_inventory (and asn_statistics) for this day: "
-            f"{pending['addresses_awaiting_lookup']} addresses are not looked up yet and "
-            f"{pending['sessions_awaiting_asn_snapshot']} sessions have no ASN snapshot yet."
-        )
-    return dg.MaterializeResult(metadata=metadata)

@@ -3,7 +3,7 @@ import datetime as dt
 import dagster as dg
 
 from asn_pipeline.defs.inventory.cymru import lookup_cymru
-from asn_pipeline.defs.partitions import daily_partitions
+from asn_pipeline.defs.partitions import backfill_policy, daily_partitions
 from asn_pipeline.lookup.enrich import Lookups, look_up
 from asn_pipeline.resources import INVENTORY_POOL, InventoryDatabase, MaxMindDatabases
 from asn_pipeline.steps import (
@@ -11,9 +11,12 @@ from asn_pipeline.steps import (
     STATISTICS_ASSET,
     counts_table,
     cymru_metadata,
+    describe_days,
+    partition_days,
     report_refreshed_days,
     retry_only_transient,
     run_materialises,
+    scoped_to_days,
 )
 from asn_pipeline.store import derived
 from asn_pipeline.store import inventory as store
@@ -24,15 +27,15 @@ def lookup_addresses(
     context: dg.OpExecutionContext, inventory_db: InventoryDatabase, maxmind: MaxMindDatabases
 ) -> Lookups:
     """Classify the day's distinct source addresses and look up global ones in MaxMind."""
-    day = dt.date.fromisoformat(context.partition_key)
+    days = partition_days(context)
     with retry_only_transient():
-        addresses = store.day_addresses(inventory_db.inventory, day)
+        addresses = store.day_addresses(inventory_db.inventory, days[0], days[-1])
         reader = maxmind.open()
         try:
             lookups = look_up(addresses, reader)
         finally:
             reader.close()
-    context.log.info(f"Looked up {len(lookups.addresses)} addresses of {day}")
+    context.log.info(f"Looked up {len(lookups.addresses)} addresses of {describe_days(days)}")
     return lookups
 
 
@@ -61,13 +64,14 @@ def upsert_inventory(
     sources = lookups.addresses["asn_source"].value_counts()
     global_count = int((lookups.addresses["ip_class"] == "global").sum())
     covered = int(sources.get("maxmind", 0) + sources.get("cymru", 0))
+    days = partition_days(context)
     yield dg.Output(
         None,
         "asn_inventory",
-        metadata={
-            "asns": int(addresses["asn_number"].nunique()),
-            "new_asns": written.new_asns,
-        },
+        metadata=scoped_to_days(
+            days,
+            {"asns": int(addresses["asn_number"].nunique()), "new_asns": written.new_asns},
+        ),
     )
     yield dg.Output(
         {
@@ -101,15 +105,16 @@ def backfill_session_asns(
     context: dg.OpExecutionContext, ip_summary: dict, inventory_db: InventoryDatabase
 ):
     """Snapshot each of the day's sessions' current ASN into sessions.asn_number."""
-    day = dt.date.fromisoformat(context.partition_key)
+    days = partition_days(context)
     # Without asn_statistics in the run, this last write recomputes the counters itself.
     settle = not run_materialises(context, STATISTICS_ASSET)
     with retry_only_transient():
         changed, refreshed = derived.snapshot_session_asns(
-            inventory_db.inventory, day, settle=settle
+            inventory_db.inventory, days[0], days[-1], settle=settle
         )
-    report_refreshed_days(context, refreshed, day)
-    yield dg.Output(None, metadata={**ip_summary, "session_asn_snapshots_changed": changed})
+    report_refreshed_days(context, refreshed, days)
+    metadata = {**ip_summary, "session_asn_snapshots_changed": changed}
+    yield dg.Output(None, metadata=scoped_to_days(days, metadata))
 
 
 @dg.graph_multi_asset(
@@ -129,6 +134,7 @@ def backfill_session_asns(
     },
     ins={"cowrie_sessions": dg.AssetIn(dagster_type=dg.Nothing)},
     partitions_def=daily_partitions,
+    backfill_policy=backfill_policy,
     group_name="honeypot",
 )
 def inventory(cowrie_sessions):

@@ -7,7 +7,7 @@
 UPDATE sessions SET asn_number = w.new_asn
 FROM w_snapshot AS w
 WHERE sessions.sensor = w.sensor AND sessions.session_id = w.session_id
-  AND sessions.ingest_date = :day;
+  AND sessions.ingest_date = w.ingest_date;
 
 -- name: refresh_ip_counters
 -- The same as a join with the (analysed) work set.
