@@ -244,7 +244,10 @@ def assert_exact(pipeline: Pipeline) -> None:
         first_seen=("first_seen", "min"), last_seen=("last_seen", "max")
     )
     pd.testing.assert_frame_equal(
-        asns[["first_seen", "last_seen"]], seen.reindex(asns.index), check_names=False
+        asns[["first_seen", "last_seen"]],
+        seen.reindex(asns.index),
+        check_names=False,
+        check_dtype=False,
     )
     inventory = Inventory(pipeline.db_url)
     try:
