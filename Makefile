@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 
-.PHONY: venv demo test lint format ui bench bench-backfill clean
+.PHONY: venv demo test test-ui lint format ui bench bench-backfill clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required (set PYTHON=...)") if sys.version_info < (3, 11) else None'
@@ -24,13 +24,30 @@ demo: $(STAMP)
 test: $(STAMP) lint
 	$(PY) -m pytest
 
+# The UI in a real browser (ui_tests/, docs/screenshots/ui/): a fresh demo instance under
+# `dagster dev` on 127.0.0.1, driven through Debian's headless Chromium (installed here when
+# missing) by playwright-core from npm, which never downloads a browser of its own. About 2 min.
+CHROMIUM ?= /usr/bin/chromium
+UI_MODULES := ui_tests/node_modules/.package-lock.json
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+$(CHROMIUM):
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium \
+		|| ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+
+$(UI_MODULES): ui_tests/package.json ui_tests/package-lock.json
+	cd ui_tests && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
+
+test-ui: $(STAMP) $(CHROMIUM) $(UI_MODULES)
+	cd ui_tests && CHROMIUM=$(CHROMIUM) node --test --test-concurrency=1 --test-reporter=spec ui.test.js
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check asn_pipeline asn_pipeline_tests scripts bench
-	$(VENV)/bin/ruff format --check asn_pipeline asn_pipeline_tests scripts bench
+	$(VENV)/bin/ruff check asn_pipeline asn_pipeline_tests scripts bench ui_tests
+	$(VENV)/bin/ruff format --check asn_pipeline asn_pipeline_tests scripts bench ui_tests
 
 format: $(STAMP)
-	$(VENV)/bin/ruff check --fix asn_pipeline asn_pipeline_tests scripts bench
-	$(VENV)/bin/ruff format asn_pipeline asn_pipeline_tests scripts bench
+	$(VENV)/bin/ruff check --fix asn_pipeline asn_pipeline_tests scripts bench ui_tests
+	$(VENV)/bin/ruff format asn_pipeline asn_pipeline_tests scripts bench ui_tests
 
 # The benchmark of docs/performance.md: minutes on first use (it generates the workload and the
 # history databases under bench/data/), results in bench/results/.

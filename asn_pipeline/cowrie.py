@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import hashlib
+import json
 import os
 import pickle
 import queue
@@ -370,6 +372,12 @@ def daily_file_day(name: str) -> dt.date | None:
     except ValueError:
         return None
     return day if day.isoformat() == text else None  # not 20261120 or 2026-W47-5
+
+
+def files_version(files: Iterable[tuple[str, int, int]]) -> str:
+    """A digest of a day's files from each one's name, size and modification time (ns): the
+    landing sensor's run key of the day and the landing directory's data version of it."""
+    return hashlib.sha256(json.dumps(sorted(files)).encode()).hexdigest()[:16]
 
 
 def _resolve_day(

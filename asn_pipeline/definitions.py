@@ -2,20 +2,21 @@ from pathlib import Path
 
 import dagster as dg
 
-from asn_pipeline.lookup.maxmind import MaxMindLookup
 from asn_pipeline.resources import resources_from
-from asn_pipeline.settings import Settings
+from asn_pipeline.settings import Settings, check_thresholds
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
     """The assets, checks and automation under ``defs/`` with resources from the environment.
 
-    Configuration is validated here, so a bad variable stops the code location from loading
-    before any run can touch data.
+    Every variable's form is validated here, so a malformed value (a URL, a date, a mode) stops
+    the code location from loading before any run can touch data. The data files are not
+    opened here: a fresh clone, or a server where geoipupdate has not run yet, still shows the
+    graph, and a run that needs a missing file fails at its first step with the same message.
     """
     settings = Settings.from_environ()
-    MaxMindLookup(settings.maxmind_asn_db, settings.maxmind_city_db).close()
+    check_thresholds()  # the asset checks' thresholds, read again when the checks run
     return dg.Definitions.merge(
         dg.load_from_defs_folder(path_within_project=Path(__file__).parent),
         # One process per run, its steps one after another in it: a partition's steps form a

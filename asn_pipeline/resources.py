@@ -17,7 +17,13 @@ from asn_pipeline.lookup.cymru import (
     server_addresses,
     system_servers,
 )
-from asn_pipeline.lookup.maxmind import MaxMindLookup
+from asn_pipeline.lookup.maxmind import (
+    ASN_DB_VARIABLE,
+    CITY_DB_VARIABLE,
+    DatabaseBuild,
+    MaxMindLookup,
+    open_reader,
+)
 from asn_pipeline.settings import (
     DEFAULT_CYMRU_QPS,
     DEFAULT_CYMRU_TTL_DAYS,
@@ -25,6 +31,8 @@ from asn_pipeline.settings import (
     Settings,
     normalise_db_url,
     parse_nameservers,
+    require_directory,
+    require_file,
 )
 from asn_pipeline.store import Inventory
 from asn_pipeline.store.schema import ensure_schema
@@ -36,6 +44,7 @@ INVENTORY_POOL = "asn_inventory_db"
 # most ASN_PIPELINE_CYMRU_QPS divided by the pool's limit, so that all of them together stay
 # within the rate; set the limit with `dagster instance concurrency set cymru_dns 1`.
 CYMRU_POOL = "cymru_dns"
+LANDING_DIR_VARIABLE = "ASN_PIPELINE_LANDING_DIR"
 
 
 class InventoryDatabase(dg.ConfigurableResource):
@@ -65,15 +74,41 @@ class InventoryDatabase(dg.ConfigurableResource):
 
 
 class MaxMindDatabases(dg.ConfigurableResource):
-    """The MaxMind ASN database and, optionally, a City/Country database."""
+    """The MaxMind ASN database and, optionally, a City/Country database. The files are opened
+    where a step needs them, not when the definitions load: a server where geoipupdate has not
+    run yet still shows the pipeline."""
 
     asn_db_path: str
     city_db_path: str | None = None
 
     def open(self) -> MaxMindLookup:
-        """Open both databases; a bad file raises a one-line error naming its variable."""
+        """Open both databases; a missing, unreadable or wrong file raises a one-line
+        ``ConfigurationError`` naming its variable."""
         city = Path(self.city_db_path) if self.city_db_path else None
+        require_file(ASN_DB_VARIABLE, Path(self.asn_db_path))
+        if city is not None:
+            require_file(CITY_DB_VARIABLE, city)
         return MaxMindLookup(Path(self.asn_db_path), city)
+
+    def check(self) -> None:
+        """Raise what ``open`` raises, or nothing when both databases can be used."""
+        self.open().close()
+
+    def build(self, database: str) -> DatabaseBuild | None:
+        """The build of the ``asn`` or ``city`` database, ``None`` for a City database that is
+        not configured; ``ConfigurationError`` when the file cannot be used."""
+        variable, kinds, path = {
+            "asn": (ASN_DB_VARIABLE, ("ASN",), self.asn_db_path),
+            "city": (CITY_DB_VARIABLE, ("City", "Country"), self.city_db_path),
+        }[database]
+        if path is None:
+            return None
+        reader = open_reader(require_file(variable, Path(path)), variable, kinds)
+        try:
+            metadata = reader.metadata()
+        finally:
+            reader.close()
+        return DatabaseBuild(path, metadata.database_type, int(metadata.build_epoch))
 
 
 class CymruDns(dg.ConfigurableResource):
@@ -120,6 +155,11 @@ class LandingDirectory(dg.ConfigurableResource):
     @property
     def root(self) -> Path:
         return Path(self.path)
+
+    def check(self) -> Path:
+        """The root if it is a directory that can be listed; otherwise the one-line
+        ``ConfigurationError`` naming ``ASN_PIPELINE_LANDING_DIR``."""
+        return require_directory(LANDING_DIR_VARIABLE, self.root)
 
 
 def resources_from(settings: Settings) -> dict[str, dg.ConfigurableResource]:

@@ -83,7 +83,12 @@ class Settings:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read and validate every ``ASN_PIPELINE_*`` variable; raise ``ConfigurationError``."""
+        """Read and validate every ``ASN_PIPELINE_*`` variable; raise ``ConfigurationError``.
+
+        The data files and the landing directory are only named here: whether they exist and
+        can be read is checked where they are used (``require_file``, ``require_directory``),
+        so that the definitions load on a machine that has none of them yet.
+        """
         env = os.environ if environ is None else environ
 
         def get(name: str) -> str | None:
@@ -92,12 +97,9 @@ class Settings:
 
         return cls(
             db_url=_db_url(get("ASN_PIPELINE_DB_URL")),
-            landing_dir=_directory("ASN_PIPELINE_LANDING_DIR", get("ASN_PIPELINE_LANDING_DIR")),
-            maxmind_asn_db=_file("ASN_PIPELINE_MAXMIND_ASN_DB", get("ASN_PIPELINE_MAXMIND_ASN_DB"))
-            or DEFAULT_ASN_DB,
-            maxmind_city_db=_file(
-                "ASN_PIPELINE_MAXMIND_CITY_DB", get("ASN_PIPELINE_MAXMIND_CITY_DB")
-            ),
+            landing_dir=_path(get("ASN_PIPELINE_LANDING_DIR")) or DEFAULT_LANDING_DIR,
+            maxmind_asn_db=_path(get("ASN_PIPELINE_MAXMIND_ASN_DB")) or DEFAULT_ASN_DB,
+            maxmind_city_db=_path(get("ASN_PIPELINE_MAXMIND_CITY_DB")),
             cymru=_cymru(get("ASN_PIPELINE_CYMRU")),
             cymru_nameservers=parse_nameservers(get("ASN_PIPELINE_CYMRU_NAMESERVERS")),
             cymru_ttl_days=_cymru_ttl_days(get("ASN_PIPELINE_CYMRU_TTL_DAYS")),
@@ -169,25 +171,33 @@ def _db_url(value: str | None) -> str:
     return url.render_as_string(hide_password=False)
 
 
-def _directory(variable: str, value: str | None) -> Path:
-    if value is None:
-        return DEFAULT_LANDING_DIR
-    path = Path(value).expanduser()
+def _path(value: str | None) -> Path | None:
+    return None if value is None else Path(value).expanduser()
+
+
+def _missing(problem: str, path: Path, default: Path) -> str:
+    return f"{problem}; run `make demo` or set the variable" if path == default else problem
+
+
+def require_directory(variable: str, path: Path) -> Path:
+    """``path`` if it is a directory that can be listed; otherwise ``ConfigurationError``."""
     if not path.is_dir():
-        raise ConfigurationError(variable, value, "no such directory")
+        raise ConfigurationError(
+            variable, str(path), _missing("no such directory", path, DEFAULT_LANDING_DIR)
+        )
     if not os.access(path, os.R_OK | os.X_OK):
-        raise ConfigurationError(variable, value, "directory is not readable")
+        raise ConfigurationError(variable, str(path), "directory is not readable")
     return path
 
 
-def _file(variable: str, value: str | None) -> Path | None:
-    if value is None:
-        return None
-    path = Path(value).expanduser()
+def require_file(variable: str, path: Path) -> Path:
+    """``path`` if it is a file that can be read; otherwise ``ConfigurationError``."""
     if not path.is_file():
-        raise ConfigurationError(variable, value, "no such file")
+        raise ConfigurationError(
+            variable, str(path), _missing("no such file", path, DEFAULT_ASN_DB)
+        )
     if not os.access(path, os.R_OK):
-        raise ConfigurationError(variable, value, "file is not readable")
+        raise ConfigurationError(variable, str(path), "file is not readable")
     return path
 
 
@@ -325,3 +335,48 @@ def schedule_time(environ: Mapping[str, str] | None = None) -> ScheduleTime:
             "unknown time zone; use an IANA name such as UTC or Europe/Amsterdam",
         ) from None
     return ScheduleTime(hour, minute, timezone)
+
+
+# Where the asset checks of severity WARN warn (docs/checks.md). Cowrie writes whole lines, so
+# more than one line in twenty rejected means damage or a changed format; GeoLite2-ASN covers
+# nearly every routed address, so below 90% the database is a wrong or truncated one; it is
+# rebuilt twice a week (DB-IP's Lite monthly), so a build 35 days old means updates stopped.
+DEFAULT_CHECK_MAX_REJECTED_RATIO = 0.05
+DEFAULT_CHECK_MIN_ASN_COVERAGE = 0.9
+DEFAULT_CHECK_MAXMIND_MAX_AGE_DAYS = 35
+
+
+@dataclass(frozen=True)
+class CheckThresholds:
+    max_rejected_ratio: float = DEFAULT_CHECK_MAX_REJECTED_RATIO
+    min_asn_coverage: float = DEFAULT_CHECK_MIN_ASN_COVERAGE
+    maxmind_max_age_days: int = DEFAULT_CHECK_MAXMIND_MAX_AGE_DAYS
+
+
+def check_thresholds(environ: Mapping[str, str] | None = None) -> CheckThresholds:
+    """``ASN_PIPELINE_CHECK_MAX_REJECTED_RATIO`` and ``ASN_PIPELINE_CHECK_MIN_ASN_COVERAGE``
+    (shares, 0 to 1) and ``ASN_PIPELINE_CHECK_MAXMIND_MAX_AGE_DAYS`` (1 to 3650), validated;
+    defaults for those unset."""
+    env = os.environ if environ is None else environ
+
+    def share(variable: str, default: float) -> float:
+        value = env.get(variable, "").strip()
+        if not value:
+            return default
+        try:
+            number = float(value) if value.isascii() else float("nan")
+        except ValueError:
+            number = float("nan")
+        if not 0 <= number <= 1:  # also refuses nan and inf
+            raise ConfigurationError(variable, value, "expected a share from 0 to 1, such as 0.05")
+        return number
+
+    variable = "ASN_PIPELINE_CHECK_MAXMIND_MAX_AGE_DAYS"
+    days = env.get(variable, "").strip()
+    if days and (not (days.isascii() and days.isdigit()) or not 1 <= int(days) <= 3650):
+        raise ConfigurationError(variable, days, "expected a whole number of days, 1 to 3650")
+    return CheckThresholds(
+        share("ASN_PIPELINE_CHECK_MAX_REJECTED_RATIO", DEFAULT_CHECK_MAX_REJECTED_RATIO),
+        share("ASN_PIPELINE_CHECK_MIN_ASN_COVERAGE", DEFAULT_CHECK_MIN_ASN_COVERAGE),
+        int(days) if days else DEFAULT_CHECK_MAXMIND_MAX_AGE_DAYS,
+    )

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 import dagster as dg
 
 from asn_pipeline.lookup.enrich import Lookups
-from asn_pipeline.store.database import is_transient
-from asn_pipeline.store.derived import StatisticsWritten
+from asn_pipeline.store.database import Inventory, is_transient
+from asn_pipeline.store.derived import StatisticsWritten, day_figures
 
 # Transient failures (a busy SQLite database, a dropped PostgreSQL connection) are retried with
 # backoff: every write step is all or nothing, so a retry starts from the previous state.
@@ -54,25 +54,53 @@ def describe_days(days: Sequence[dt.date]) -> str:
 
 
 def report_refreshed_days(
-    context: dg.OpExecutionContext, refreshed: StatisticsWritten | None, days: Sequence[dt.date]
+    context: dg.OpExecutionContext,
+    inventory: Inventory,
+    refreshed: StatisticsWritten | None,
+    days: Sequence[dt.date],
 ) -> None:
     """A materialisation of asn_statistics for every day outside the run's own whose figures
     this step recomputed (a session spanning midnight, an address's first day moved), so that
     the UI does not show those partitions' old figures as current."""
     own = set(days)
-    for other in refreshed.dates_refreshed if refreshed else ():
-        if other not in own:
-            context.log_event(
-                dg.AssetMaterialization(
-                    asset_key=STATISTICS_ASSET,
-                    partition=other.isoformat(),
-                    description=(
-                        f"Recomputed by the run of {describe_days(days)}: "
-                        "its sessions changed this day."
-                    ),
-                    metadata={"recomputed_by_partition": describe_days(days)},
-                )
+    others = [d for d in (refreshed.dates_refreshed if refreshed else ()) if d not in own]
+    report_recomputed_statistics(
+        context,
+        inventory,
+        others,
+        f"Recomputed by the run of {describe_days(days)}: its sessions changed this day.",
+        {"recomputed_by_partition": describe_days(days)},
+    )
+
+
+def report_recomputed_statistics(
+    context: dg.OpExecutionContext,
+    inventory: Inventory,
+    days: Iterable[dt.date],
+    description: str,
+    cause: dict[str, object],
+) -> None:
+    """A materialisation of asn_statistics for each of ``days``, with the day's figures as they
+    are now (the ones its partition plots show), and what recomputed them."""
+    for day in days:
+        figures = day_figures(inventory, day)
+        metadata = {
+            "sessions": figures.sessions,
+            "asns_active": len(figures.rows),
+            "sessions_attributed": sum(r["session_count"] for r in figures.rows),
+            "sessions_without_asn": figures.unattributed,
+            "new_addresses": sum(r["new_ip_count"] for r in figures.rows),
+            "unique_addresses": figures.unique_addresses,
+            **cause,
+        }
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key=STATISTICS_ASSET,
+                partition=day.isoformat(),
+                description=description,
+                metadata=metadata,
             )
+        )
 
 
 def scoped_to_days(

@@ -1,12 +1,17 @@
-"""Bad configuration fails at start, in one line naming the variable and the value."""
+"""Malformed configuration fails at start, in one line naming the variable and the value; a data
+file or directory that is missing or unusable fails the first step of a run that needs it, with
+the same line, and leaves nothing written."""
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 from pathlib import Path
 
 import pytest
 
 from asn_pipeline.demo import write_city_mmdb
+from asn_pipeline.resources import MaxMindDatabases
 from asn_pipeline.settings import (
     ConfigurationError,
     Nameserver,
@@ -14,7 +19,9 @@ from asn_pipeline.settings import (
     redact_url,
     require_sqlite,
 )
-from asn_pipeline_tests.conftest import NETWORKS
+from asn_pipeline_tests.conftest import NETWORKS, ts
+
+D = dt.date(2026, 11, 20)
 
 
 def settings(**env: str) -> Settings:
@@ -27,9 +34,6 @@ def settings(**env: str) -> Settings:
         ("ASN_PIPELINE_DB_URL", "not a url", "not a SQLAlchemy URL"),
         ("ASN_PIPELINE_DB_URL", "mysql://root@localhost/inventory", "unsupported driver"),
         ("ASN_PIPELINE_DB_URL", "sqlite://", "needs a file path"),
-        ("ASN_PIPELINE_LANDING_DIR", "/no/such/landing", "no such directory"),
-        ("ASN_PIPELINE_MAXMIND_ASN_DB", "/no/such/asn.mmdb", "no such file"),
-        ("ASN_PIPELINE_MAXMIND_CITY_DB", "/no/such/city.mmdb", "no such file"),
         ("ASN_PIPELINE_CYMRU", "sometimes", "expected 'off' or 'dns'"),
         ("ASN_PIPELINE_CYMRU_NAMESERVERS", "127.0.0.1:99999", "bad entry"),
         ("ASN_PIPELINE_CYMRU_NAMESERVERS", "127.0.0.1:,8.8.8.8", "bad entry"),
@@ -105,9 +109,23 @@ def test_defaults_and_good_values_are_accepted(tmp_path):
     assert shown == ["127.0.0.1:5353", "[::1]:53", "ns.example:53"]
 
 
+def test_data_paths_are_read_not_checked_when_the_settings_load(tmp_path):
+    parsed = settings(
+        ASN_PIPELINE_LANDING_DIR=str(tmp_path / "not-mounted-yet"),
+        ASN_PIPELINE_MAXMIND_ASN_DB=str(tmp_path / "GeoLite2-ASN.mmdb"),
+        ASN_PIPELINE_MAXMIND_CITY_DB=str(tmp_path / "GeoLite2-City.mmdb"),
+    )
+    assert parsed.landing_dir == tmp_path / "not-mounted-yet"
+    assert parsed.maxmind_asn_db == tmp_path / "GeoLite2-ASN.mmdb"
+    assert parsed.maxmind_city_db == tmp_path / "GeoLite2-City.mmdb"
+
+
 @pytest.fixture
-def environment(pipeline, monkeypatch):
-    """A working environment (see conftest's ``pipeline``) to break one variable of."""
+def environment(pipeline, monkeypatch, logs):
+    """A working environment (see conftest's ``pipeline``) with a day of logs, to break one
+    variable of."""
+    logs.session("sensor-a", "s1", "45.10.0.1", ts(D, 9))
+    logs.write()
     return monkeypatch
 
 
@@ -117,22 +135,61 @@ def load_definitions():
     return defs()
 
 
-def assert_fails_before_writing(pipeline, variable: str, value: str, problem: str) -> None:
-    with pytest.raises(ConfigurationError) as raised:
-        load_definitions()
-    message = str(raised.value)
-    assert message.startswith(f"{variable}={value!r}") and problem in message
-    assert "\n" not in message
-    assert not Path(pipeline.db_url.removeprefix("sqlite:///")).exists()
+def assert_first_step_fails_and_nothing_is_written(
+    pipeline, variable: str, value: str, problem: str
+) -> None:
+    """The definitions load; the daily run fails at its first step, once (no retry), with the
+    one-line message; no row is written."""
+    load_definitions()
+    [result] = pipeline.run(D, raise_on_error=False)
+
+    assert not result.success
+    started = [e.step_key for e in result.all_events if e.event_type_value == "STEP_START"]
+    assert started == ["cowrie_sessions"]
+    assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.event_specific_data.user_failure_data.description
+    assert message == f"ConfigurationError: {variable}={value!r}: {problem}"
+    assert all(not rows for rows in pipeline.snapshot().values())
 
 
-def test_a_corrupt_asn_database_stops_the_code_location(pipeline, environment, tmp_path):
+def test_a_missing_landing_directory_fails_the_first_step(pipeline, environment, tmp_path):
+    missing = str(tmp_path / "not-mounted")
+    environment.setenv("ASN_PIPELINE_LANDING_DIR", missing)
+
+    assert_first_step_fails_and_nothing_is_written(
+        pipeline, "ASN_PIPELINE_LANDING_DIR", missing, "no such directory"
+    )
+
+
+def test_a_missing_asn_database_fails_the_first_step(pipeline, environment, tmp_path):
+    missing = str(tmp_path / "gone.mmdb")
+    environment.setenv("ASN_PIPELINE_MAXMIND_ASN_DB", missing)
+
+    assert_first_step_fails_and_nothing_is_written(
+        pipeline, "ASN_PIPELINE_MAXMIND_ASN_DB", missing, "no such file"
+    )
+
+
+def test_a_missing_city_database_fails_the_first_step(pipeline, environment, tmp_path):
+    missing = str(tmp_path / "gone-city.mmdb")
+    environment.setenv("ASN_PIPELINE_MAXMIND_CITY_DB", missing)
+
+    assert_first_step_fails_and_nothing_is_written(
+        pipeline, "ASN_PIPELINE_MAXMIND_CITY_DB", missing, "no such file"
+    )
+
+
+def test_a_corrupt_asn_database_fails_the_first_step(pipeline, environment, tmp_path):
     corrupt = tmp_path / "corrupt.mmdb"
     corrupt.write_bytes(b"\x00" * 64 + b"definitely not a MaxMind database" * 10)
     environment.setenv("ASN_PIPELINE_MAXMIND_ASN_DB", str(corrupt))
 
-    assert_fails_before_writing(
-        pipeline, "ASN_PIPELINE_MAXMIND_ASN_DB", str(corrupt), "not a MaxMind DB file"
+    with pytest.raises(ConfigurationError, match="not a MaxMind DB file") as raised:
+        MaxMindDatabases(asn_db_path=str(corrupt)).check()
+    problem = str(raised.value).split(": ", 1)[1]
+    assert_first_step_fails_and_nothing_is_written(
+        pipeline, "ASN_PIPELINE_MAXMIND_ASN_DB", str(corrupt), problem
     )
 
 
@@ -141,24 +198,52 @@ def test_a_city_database_in_the_asn_variable_is_refused(pipeline, environment, t
     write_city_mmdb(city, NETWORKS)
     environment.setenv("ASN_PIPELINE_MAXMIND_ASN_DB", str(city))
 
-    assert_fails_before_writing(
-        pipeline, "ASN_PIPELINE_MAXMIND_ASN_DB", str(city), "'GeoLite2-City' is not a ASN"
+    assert_first_step_fails_and_nothing_is_written(
+        pipeline,
+        "ASN_PIPELINE_MAXMIND_ASN_DB",
+        str(city),
+        "database type 'GeoLite2-City' is not a ASN database",
     )
 
 
 def test_an_asn_database_in_the_city_variable_is_refused(pipeline, environment, mmdb_files):
     environment.setenv("ASN_PIPELINE_MAXMIND_CITY_DB", str(mmdb_files["asn"]))
 
-    assert_fails_before_writing(
-        pipeline, "ASN_PIPELINE_MAXMIND_CITY_DB", str(mmdb_files["asn"]), "GeoLite2-ASN"
+    assert_first_step_fails_and_nothing_is_written(
+        pipeline,
+        "ASN_PIPELINE_MAXMIND_CITY_DB",
+        str(mmdb_files["asn"]),
+        "database type 'GeoLite2-ASN' is not a City/Country database",
     )
 
 
-def test_a_missing_database_path_stops_the_code_location(pipeline, environment, tmp_path):
-    missing = str(tmp_path / "gone.mmdb")
-    environment.setenv("ASN_PIPELINE_MAXMIND_ASN_DB", missing)
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads whatever the permissions say")
+def test_an_unreadable_asn_database_fails_the_first_step(pipeline, environment, mmdb_files):
+    mmdb_files["asn"].chmod(0)
+    try:
+        assert_first_step_fails_and_nothing_is_written(
+            pipeline, "ASN_PIPELINE_MAXMIND_ASN_DB", str(mmdb_files["asn"]), "file is not readable"
+        )
+    finally:
+        mmdb_files["asn"].chmod(0o600)
 
-    assert_fails_before_writing(pipeline, "ASN_PIPELINE_MAXMIND_ASN_DB", missing, "no such file")
+
+def test_a_run_without_the_lookups_does_not_need_the_databases(pipeline, environment, tmp_path):
+    environment.setenv("ASN_PIPELINE_MAXMIND_ASN_DB", str(tmp_path / "gone.mmdb"))
+
+    [result] = pipeline.run(D, assets=["cowrie_sessions"])
+
+    assert result.success
+    assert pipeline.table("sessions")["session_id"].tolist() == ["s1"]
+
+
+def test_a_malformed_value_still_stops_the_code_location(pipeline, environment):
+    environment.setenv("ASN_PIPELINE_CYMRU", "sometimes")
+
+    with pytest.raises(ConfigurationError) as raised:
+        load_definitions()
+    assert str(raised.value) == "ASN_PIPELINE_CYMRU='sometimes': expected 'off' or 'dns'"
+    assert not Path(pipeline.db_url.removeprefix("sqlite:///")).exists()
 
 
 def test_the_ui_shows_the_database_variable_not_its_value(pipeline):

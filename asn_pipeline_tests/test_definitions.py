@@ -15,6 +15,7 @@ from asn_pipeline.settings import PROJECT_ROOT
 from asn_pipeline_tests.conftest import ts
 
 ASSETS = ("cowrie_sessions", "ip_inventory", "asn_inventory", "asn_statistics")
+SOURCES = ("cowrie_landing", "maxmind_asn_db", "maxmind_city_db")
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -23,25 +24,40 @@ def test_definitions_are_loadable_and_carry_the_contract_assets(pipeline):
     dg.Definitions.validate_loadable(definitions)
     graph = definitions.resolve_asset_graph()
 
-    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == set(ASSETS)
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {*ASSETS, *SOURCES}
     parents = {
-        key: {p.to_user_string() for p in graph.get(dg.AssetKey(key)).parent_keys} for key in ASSETS
+        key: {p.to_user_string() for p in graph.get(dg.AssetKey(key)).parent_keys}
+        for key in (*ASSETS, *SOURCES)
     }
     assert parents == {
-        "cowrie_sessions": set(),
-        "ip_inventory": {"cowrie_sessions"},
-        "asn_inventory": {"cowrie_sessions"},
+        "cowrie_landing": set(),
+        "maxmind_asn_db": set(),
+        "maxmind_city_db": set(),
+        "cowrie_sessions": {"cowrie_landing"},
+        "ip_inventory": {"cowrie_sessions", "maxmind_asn_db", "maxmind_city_db"},
+        "asn_inventory": {"cowrie_sessions", "maxmind_asn_db", "maxmind_city_db"},
         "asn_statistics": {"ip_inventory", "asn_inventory"},
     }
-    partitions = {graph.get(dg.AssetKey(key)).partitions_def for key in ASSETS}
+    partitions = {graph.get(dg.AssetKey(key)).partitions_def for key in (*ASSETS, "cowrie_landing")}
     assert len(partitions) == 1
     [daily] = partitions
     assert isinstance(daily, dg.DailyPartitionsDefinition)
     assert daily.start.date().isoformat() == "2020-01-01"
     for key in ASSETS:
         node = graph.get(dg.AssetKey(key))
-        assert node.group_name == "honeypot"
-        assert node.owners and node.kinds and node.description
+        assert node.group_name == "honeypot" and node.is_materializable
+    for key in SOURCES:
+        node = graph.get(dg.AssetKey(key))
+        assert node.group_name == "sources" and node.is_observable and not node.is_materializable
+
+
+def test_every_asset_has_owners_kinds_a_description_and_a_code_version(pipeline):
+    graph = pipeline.definitions().resolve_asset_graph()
+    for key in (*ASSETS, *SOURCES):
+        node = graph.get(dg.AssetKey(key))
+        assert node.owners == ["team:honeypot-data"], key
+        assert node.kinds and node.description and node.code_version, key
+        assert isinstance(node.metadata["dagster/column_schema"], dg.TableSchema), key
 
 
 def test_lookup_cymru_upsert_and_backfill_are_separate_steps(pipeline):

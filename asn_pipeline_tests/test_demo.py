@@ -89,7 +89,7 @@ def test_the_demo_materialises_every_partition_and_prints_a_summary(tmp_path):
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("ok  checks 4/4") == len(demo.DEMO_DAYS)
+    assert result.stdout.count("ok  checks 11/11") == len(demo.DEMO_DAYS)
     assert "Top ASNs by sessions" in result.stdout
     assert "Rejected lines: 28" in result.stdout
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:

@@ -132,13 +132,15 @@ def test_the_checks_catch_a_derived_value_nobody_queued(week: Pipeline):
     # asn_statistics recomputes only what is queued, so the corruption stays for its checks.
     [result] = week.run(DAYS[2], assets=["asn_statistics"], raise_on_error=False)
 
+    # The address and ASN counters are checked with ip_inventory and asn_inventory, which this
+    # run does not materialise (test_checks.py runs all the checks on such corruptions).
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert not evaluations["counters_match_facts"].passed
-    metadata = {k: v.value for k, v in evaluations["counters_match_facts"].metadata.items()}
-    assert metadata["ip_counter"] == 1 and metadata["day_statistics"] >= 1
-    assert metadata["asn_counter"] == 1  # its total no longer sums its addresses
+    assert set(evaluations) == {"daily_statistics_match_sessions"}
+    check = evaluations["daily_statistics_match_sessions"]
+    assert not check.passed
+    metadata = {k: v.value for k, v in check.metadata.items()}
+    assert metadata["day_statistics"] >= 1
     assert metadata["pending_stale_keys"] == 0
-    assert evaluations["no_dangling_asn_references"].passed
 
 
 def checksums(pipeline: Pipeline) -> dict[str, tuple[int, str]]:

@@ -115,3 +115,32 @@ def day_statistics(inventory: Inventory, day: dt.date) -> tuple[list[dict], int]
         rows = [dict(r._mapping) for r in run(conn, "derived", "day_statistics", day=day)]
         unattributed = run(conn, "derived", "day_unattributed_sessions", day=day).scalar_one()
     return rows, unattributed
+
+
+@dataclass(frozen=True)
+class DayFigures:
+    """A day's per-ASN statistics, largest first, each with ``previous_session_count`` (the
+    ASN's sessions the day before; ``None`` when it had none), and the day's sessions, distinct
+    source addresses and sessions without an ASN."""
+
+    rows: list[dict]
+    sessions: int
+    unique_addresses: int
+    unattributed: int
+
+
+def day_figures(inventory: Inventory, day: dt.date) -> DayFigures:
+    """``day``'s statistics against the day before, and its totals, in one read transaction."""
+    with inventory.read() as conn:
+        rows = [
+            dict(r._mapping)
+            for r in run(
+                conn,
+                "derived",
+                "day_statistics_with_previous_day",
+                day=day,
+                previous_day=day - dt.timedelta(days=1),
+            )
+        ]
+        totals = run(conn, "derived", "day_session_totals", day=day).one()
+    return DayFigures(rows, totals.sessions, totals.unique_addresses, totals.unattributed)

@@ -268,3 +268,20 @@ ORDER BY d.session_count DESC, d.asn_number;
 
 -- name: day_unattributed_sessions
 SELECT count(*) FROM sessions WHERE ingest_date = :day AND asn_number IS NULL;
+
+-- name: day_statistics_with_previous_day
+-- The day's rows, each with the same ASN's sessions of the day before (NULL: none that day).
+SELECT d.asn_number, a.organization_name, d.session_count, d.unique_ip_count, d.new_ip_count,
+       p.session_count AS previous_session_count
+FROM asn_daily_stats AS d
+JOIN asn_inventory AS a ON a.asn_number = d.asn_number
+LEFT JOIN asn_daily_stats AS p ON p.stat_date = :previous_day AND p.asn_number = d.asn_number
+WHERE d.stat_date = :day
+ORDER BY d.session_count DESC, d.asn_number;
+
+-- name: day_session_totals
+SELECT count(*) AS sessions,
+       count(DISTINCT src_ip) AS unique_addresses,
+       coalesce(sum(CASE WHEN asn_number IS NULL THEN 1 ELSE 0 END), 0) AS unattributed
+FROM sessions
+WHERE ingest_date = :day;

@@ -16,7 +16,12 @@ from asn_pipeline.resources import (
     InventoryDatabase,
     MaxMindDatabases,
 )
-from asn_pipeline.steps import RETRY_POLICY, STATISTICS_ASSET, markdown_table, retry_only_transient
+from asn_pipeline.steps import (
+    RETRY_POLICY,
+    markdown_table,
+    report_recomputed_statistics,
+    retry_only_transient,
+)
 from asn_pipeline.store.refresh import (
     DEFAULT_BATCH_SIZE,
     RefreshTotals,
@@ -126,7 +131,10 @@ def reask_expired_cymru(
 
 @dg.op
 def report_refresh(
-    context: dg.OpExecutionContext, builds: RefreshTotals, cymru: RefreshTotals | None
+    context: dg.OpExecutionContext,
+    builds: RefreshTotals,
+    cymru: RefreshTotals | None,
+    inventory_db: InventoryDatabase,
 ) -> None:
     """Show the refresh on ip_inventory and asn_inventory, whose rows it changed."""
     metadata = refresh_metadata(builds, cymru)
@@ -140,14 +148,13 @@ def report_refresh(
                 metadata=metadata,
             )
         )
-    for day in sorted(builds.dates_refreshed | (cymru.dates_refreshed if cymru else set())):
-        context.log_event(
-            dg.AssetMaterialization(
-                asset_key=STATISTICS_ASSET,
-                partition=day.isoformat(),
-                description="Recomputed during the inventory refresh: another run queued it.",
-            )
-        )
+    report_recomputed_statistics(
+        context,
+        inventory_db.inventory,
+        sorted(builds.dates_refreshed | (cymru.dates_refreshed if cymru else set())),
+        "Recomputed during the inventory refresh: another run queued it.",
+        {"recomputed_by_run": context.run_id},
+    )
     context.add_output_metadata(metadata)
 
 

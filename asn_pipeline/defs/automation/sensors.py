@@ -21,7 +21,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from asn_pipeline.cowrie import LandingDirectoryError, LandingFiles, landing_files
+from asn_pipeline.cowrie import (
+    LandingDirectoryError,
+    LandingFiles,
+    files_version,
+    landing_files,
+)
 from asn_pipeline.defs.automation.jobs import daily_asn_inventory
 from asn_pipeline.defs.partitions import daily_partitions
 from asn_pipeline.resources import LandingDirectory
@@ -234,8 +239,7 @@ def _seen(path: Path, *, follow: bool) -> Seen | None:
 
 def _version_of(files: list[tuple[str, Seen]]) -> str:
     """A digest of a day's file set: names, sizes and modification times."""
-    listing = sorted((name, seen.size, seen.mtime_ns) for name, seen in files)
-    return hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]
+    return files_version((name, seen.size, seen.mtime_ns) for name, seen in files)
 
 
 def _skip_reason(

@@ -1,4 +1,5 @@
 import datetime as dt
+import time
 from collections import Counter
 from dataclasses import dataclass
 
@@ -14,7 +15,12 @@ from asn_pipeline.cowrie import (
     parse_day,
 )
 from asn_pipeline.defs.partitions import backfill_policy, daily_partitions
-from asn_pipeline.resources import INVENTORY_POOL, InventoryDatabase, LandingDirectory
+from asn_pipeline.resources import (
+    INVENTORY_POOL,
+    InventoryDatabase,
+    LandingDirectory,
+    MaxMindDatabases,
+)
 from asn_pipeline.steps import (
     ALLOW_SHRINK_TAG,
     RETRY_POLICY,
@@ -31,6 +37,7 @@ from asn_pipeline.steps import (
 from asn_pipeline.store import inventory as inventory_store
 from asn_pipeline.store import sessions
 from asn_pipeline.store.sessions import SessionsWritten
+from asn_pipeline.tables import CODE_VERSION, OWNERS, column_lineage, table_metadata
 
 
 class CowrieSessionsConfig(dg.Config):
@@ -44,12 +51,15 @@ class CowrieSessionsConfig(dg.Config):
 
 
 @dg.asset(
+    deps=[dg.AssetDep("cowrie_landing")],
     partitions_def=daily_partitions,
     backfill_policy=backfill_policy,
     group_name="honeypot",
     kinds={"python", "sql"},
-    owners=["team:honeypot-data"],
+    owners=OWNERS,
     tags={"domain": "ingest"},
+    code_version=CODE_VERSION,
+    metadata=table_metadata("sessions"),
     pool=INVENTORY_POOL,
     retry_policy=RETRY_POLICY,
 )
@@ -58,8 +68,11 @@ def cowrie_sessions(
     config: CowrieSessionsConfig,
     inventory_db: InventoryDatabase,
     landing: LandingDirectory,
+    maxmind: MaxMindDatabases,
 ) -> dg.MaterializeResult:
-    """One row per Cowrie session in the day's logs; unusable lines go to rejected_events."""
+    """One row per Cowrie session of the day's logs in sessions; unusable lines go to
+    rejected_events and the files read to source_files."""
+    started = time.monotonic()
     days = partition_days(context)
     allow_shrink = config.allow_shrink or context.run.tags.get(ALLOW_SHRINK_TAG) == "true"
     # Without asn_statistics in the run, nothing later in it recomputes the counters these
@@ -68,10 +81,15 @@ def cowrie_sessions(
     inventory = inventory_db.inventory
     read = []
     with retry_only_transient():
+        # The run's first step: a file the run needs and cannot use fails it here, before
+        # anything is written, with the message the definitions no longer give at load.
+        root = landing.check()
+        if run_materialises(context, "ip_inventory") or run_materialises(context, "asn_inventory"):
+            maxmind.check()
         for day in days:
             # Each day is written whole in its own transaction: a failure on a later day of a
             # range leaves the earlier ones done, and a re-run redoes them idempotently.
-            found = files_for_day(landing.root, day)
+            found = files_for_day(root, day)
             for skipped in found.skipped:
                 context.log.warning(
                     f"Not read: {skipped.name} ({skipped.reason}: {skipped.detail})"
@@ -86,7 +104,7 @@ def cowrie_sessions(
                     settle=settle and day == days[-1],
                 )
                 read.append(DayRead.of(day, found, parsed, written))
-            report_refreshed_days(context, written.refreshed, days)
+            report_refreshed_days(context, inventory, written.refreshed, days)
         pending: dict[str, int] = {}
         if not run_materialises(context, "ip_inventory"):
             for day in days:
@@ -117,7 +135,10 @@ def cowrie_sessions(
         for d in read
     ]
     headers = ("day", "files", "lines", "events", "sessions", "rejected")
-    return dg.MaterializeResult(metadata=scoped_to_days(days, metadata, per_day, headers))
+    metadata["step_seconds"] = dg.MetadataValue.float(round(time.monotonic() - started, 3))
+    return dg.MaterializeResult(
+        metadata={**scoped_to_days(days, metadata, per_day, headers), **column_lineage("sessions")}
+    )
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
 import datetime as dt
+import time
 
 import dagster as dg
 
@@ -20,9 +21,17 @@ from asn_pipeline.steps import (
 )
 from asn_pipeline.store import derived
 from asn_pipeline.store import inventory as store
+from asn_pipeline.tables import CODE_VERSION, OWNERS, column_lineage, table_metadata
+
+# The source assets whose files the lookups read.
+SOURCE_DATABASES = ("maxmind_asn_db", "maxmind_city_db")
 
 
-@dg.op(ins={"cowrie_sessions": dg.In(dg.Nothing)}, pool=INVENTORY_POOL, retry_policy=RETRY_POLICY)
+@dg.op(
+    ins={key: dg.In(dg.Nothing) for key in ("cowrie_sessions", *SOURCE_DATABASES)},
+    pool=INVENTORY_POOL,
+    retry_policy=RETRY_POLICY,
+)
 def lookup_addresses(
     context: dg.OpExecutionContext, inventory_db: InventoryDatabase, maxmind: MaxMindDatabases
 ) -> Lookups:
@@ -51,6 +60,7 @@ def upsert_inventory(
 ):
     """Upsert the lookups, and Team Cymru's new answers, into ip_inventory, asn_inventory and
     the Cymru cache in one transaction."""
+    started = time.monotonic()
     with retry_only_transient():
         written = store.upsert_lookups(
             inventory_db.inventory,
@@ -60,18 +70,21 @@ def upsert_inventory(
             cymru=lookups.cymru,
         )
         address_count = store.address_count(inventory_db.inventory)
+    upsert_seconds = dg.MetadataValue.float(round(time.monotonic() - started, 3))
     build, addresses = lookups.asn_build, lookups.addresses
     sources = lookups.addresses["asn_source"].value_counts()
     global_count = int((lookups.addresses["ip_class"] == "global").sum())
     covered = int(sources.get("maxmind", 0) + sources.get("cymru", 0))
     days = partition_days(context)
+    figures = {
+        "asns": int(addresses["asn_number"].nunique()),
+        "new_asns": written.new_asns,
+        "step_seconds": upsert_seconds,
+    }
     yield dg.Output(
         None,
         "asn_inventory",
-        metadata=scoped_to_days(
-            days,
-            {"asns": int(addresses["asn_number"].nunique()), "new_asns": written.new_asns},
-        ),
+        metadata={**scoped_to_days(days, figures), **column_lineage("asn_inventory")},
     )
     yield dg.Output(
         {
@@ -95,9 +108,24 @@ def upsert_inventory(
             "maxmind_build": dt.datetime.fromtimestamp(build.build_epoch, dt.UTC).isoformat(),
             "day_addresses": written.addresses,
             "dagster/row_count": address_count,
+            **_earlier_steps_seconds(context),
+            "upsert_seconds": upsert_seconds,
         },
         "ip_summary",
     )
+
+
+def _earlier_steps_seconds(context: dg.OpExecutionContext) -> dict[str, dg.FloatMetadataValue]:
+    """How long the run's lookup steps took, as Dagster recorded them."""
+    steps = {"lookup_addresses": "lookup_seconds", "lookup_cymru": "cymru_step_seconds"}
+    seconds = {}
+    for stats in context.instance.get_run_step_stats(context.run_id):
+        name = stats.step_key.rsplit(".", 1)[-1]
+        if name in steps and stats.start_time and stats.end_time:
+            seconds[steps[name]] = dg.MetadataValue.float(
+                round(stats.end_time - stats.start_time, 3)
+            )
+    return seconds
 
 
 @dg.op(out=dg.Out(dg.Nothing), pool=INVENTORY_POOL, retry_policy=RETRY_POLICY)
@@ -105,6 +133,7 @@ def backfill_session_asns(
     context: dg.OpExecutionContext, ip_summary: dict, inventory_db: InventoryDatabase
 ):
     """Snapshot each of the day's sessions' current ASN into sessions.asn_number."""
+    started = time.monotonic()
     days = partition_days(context)
     # Without asn_statistics in the run, this last write recomputes the counters itself.
     settle = not run_materialises(context, STATISTICS_ASSET)
@@ -112,33 +141,54 @@ def backfill_session_asns(
         changed, refreshed = derived.snapshot_session_asns(
             inventory_db.inventory, days[0], days[-1], settle=settle
         )
-    report_refreshed_days(context, refreshed, days)
-    metadata = {**ip_summary, "session_asn_snapshots_changed": changed}
-    yield dg.Output(None, metadata=scoped_to_days(days, metadata))
+    report_refreshed_days(context, inventory_db.inventory, refreshed, days)
+    metadata = {
+        **ip_summary,
+        "session_asn_snapshots_changed": changed,
+        "step_seconds": dg.MetadataValue.float(round(time.monotonic() - started, 3)),
+    }
+    yield dg.Output(
+        None, metadata={**scoped_to_days(days, metadata), **column_lineage("ip_inventory")}
+    )
 
 
 @dg.graph_multi_asset(
     outs={
         "ip_inventory": dg.AssetOut(
-            description="Every attacker address: class, current ASN, provenance and counters.",
+            description=(
+                "Every attacker address in ip_inventory: class, current ASN, provenance and "
+                "counters; every ASN an address was mapped to in ip_asn_history."
+            ),
             kinds={"python", "sql"},
-            owners=["team:honeypot-data"],
+            owners=OWNERS,
             tags={"domain": "inventory"},
+            code_version=CODE_VERSION,
+            metadata=table_metadata("ip_inventory"),
         ),
         "asn_inventory": dg.AssetOut(
             description="Every ASN an attacker address belongs to: name, country, counters.",
             kinds={"python", "sql"},
-            owners=["team:honeypot-data"],
+            owners=OWNERS,
             tags={"domain": "inventory"},
+            code_version=CODE_VERSION,
+            metadata=table_metadata("asn_inventory"),
         ),
     },
-    ins={"cowrie_sessions": dg.AssetIn(dagster_type=dg.Nothing)},
+    ins={
+        key: dg.AssetIn(dagster_type=dg.Nothing) for key in ("cowrie_sessions", *SOURCE_DATABASES)
+    },
     partitions_def=daily_partitions,
     backfill_policy=backfill_policy,
     group_name="honeypot",
 )
-def inventory(cowrie_sessions):
+def inventory(cowrie_sessions, maxmind_asn_db, maxmind_city_db):
     """Lookup (MaxMind, then Team Cymru), upsert, then backfill the day's sessions' ASN."""
-    lookups = lookup_cymru(lookup_addresses(cowrie_sessions=cowrie_sessions))
+    lookups = lookup_cymru(
+        lookup_addresses(
+            cowrie_sessions=cowrie_sessions,
+            maxmind_asn_db=maxmind_asn_db,
+            maxmind_city_db=maxmind_city_db,
+        )
+    )
     ip_summary, asn_inventory = upsert_inventory(lookups)
     return {"ip_inventory": backfill_session_asns(ip_summary), "asn_inventory": asn_inventory}
