@@ -324,17 +324,10 @@ def test_a_bad_threshold_names_its_variable_and_value(variable, value):
     assert str(error.value).startswith(f"{variable}={value!r}: ")
 
 
-def test_a_bad_threshold_fails_the_checks_step_with_its_message(week: Pipeline, monkeypatch):
-    week.run(DAYS[0])
+def test_a_bad_threshold_stops_the_definitions_from_loading(week: Pipeline, monkeypatch):
     monkeypatch.setenv("ASN_PIPELINE_CHECK_MIN_ASN_COVERAGE", "most")
 
-    result = run_checks(week, DAYS[0])
+    with pytest.raises(ConfigurationError) as raised:
+        week.definitions()
 
-    assert not result.success
-    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    # Every step that reads the thresholds validates them all.
-    assert {e.step_key for e in failures} == {"cowrie_sessions_checks", "inventory_checks"}
-    for failure in failures:
-        assert "ASN_PIPELINE_CHECK_MIN_ASN_COVERAGE='most': expected a share" in str(
-            failure.event_specific_data.error
-        )
+    assert "ASN_PIPELINE_CHECK_MIN_ASN_COVERAGE='most': expected a share" in str(raised.value)
