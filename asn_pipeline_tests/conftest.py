@@ -31,6 +31,7 @@ from asn_pipeline.store import Inventory
 from asn_pipeline.store.audit import counter_mismatches, dangling_asn_references
 from asn_pipeline.store.report import DATA_TABLES, PROVENANCE_COLUMNS
 from asn_pipeline_tests import oracle
+from asn_pipeline_tests.dns_server import CymruDnsServer
 
 NETWORKS = [
     Network("45.10.0.0/16", 64496, "Example Hosting A", "NL"),
@@ -264,6 +265,14 @@ def assert_exact(pipeline: Pipeline) -> None:
             assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
     for queue in ("stale_ips", "stale_asn_deltas", "stale_days"):
         assert pipeline.table(queue).empty, queue
+
+
+@pytest.fixture
+def dns_server() -> Iterator[CymruDnsServer]:
+    """A Team Cymru DNS server on 127.0.0.1 (dnspython), for the tests that turn Cymru on."""
+    server = CymruDnsServer().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

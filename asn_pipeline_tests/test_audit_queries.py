@@ -251,13 +251,6 @@ def test_a_new_build_keeps_the_old_mapping_in_the_history_and_names_the_run_that
     assert first["first_session_day"] == DAYS[-1]
 
 
-@pytest.fixture
-def dns_server():
-    server = CymruDnsServer().start()
-    yield server
-    server.stop()
-
-
 def test_why_address_in_asn_shows_the_team_cymru_prefix_that_answered(
     pipeline: Pipeline, logs: CowrieLogs, dns_server: CymruDnsServer, monkeypatch
 ):

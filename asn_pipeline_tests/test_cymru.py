@@ -37,13 +37,6 @@ BOGONS = ("192.168.1.5", "10.0.0.1", "100.64.1.1", "192.0.2.44", "fe80::1", "fc0
 
 
 @pytest.fixture
-def dns_server():
-    server = CymruDnsServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def cymru(pipeline: Pipeline, dns_server: CymruDnsServer, monkeypatch) -> Pipeline:
     """The pipeline with Team Cymru on, asking the test server."""
     monkeypatch.setenv("ASN_PIPELINE_CYMRU", "dns")

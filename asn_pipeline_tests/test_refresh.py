@@ -329,13 +329,6 @@ def test_the_sensor_requests_one_refresh_per_build_change(
 
 
 @pytest.fixture
-def dns_server():
-    server = CymruDnsServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def cymru(pipeline: Pipeline, dns_server: CymruDnsServer, monkeypatch, mmdb_files) -> Pipeline:
     monkeypatch.setenv("ASN_PIPELINE_CYMRU", "dns")
     monkeypatch.setenv("ASN_PIPELINE_CYMRU_NAMESERVERS", dns_server.nameserver)
