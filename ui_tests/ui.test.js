@@ -100,6 +100,14 @@ describe('the Dagster UI of a fresh demo instance', () => {
       );
     }
     await page.locator('foreignObject').getByText('Latest event').first().waitFor();
+    // The nodes fill in their status rows after the graph is drawn: wait for them (best effort,
+    // the lineage is already checked).
+    await page
+      .locator('foreignObject')
+      .getByText(/^Loading/)
+      .first()
+      .waitFor({ state: 'detached', timeout: 20000 })
+      .catch(() => {});
     await screenshot('asset-graph');
     await page.setViewportSize(VIEWPORT);
   });
