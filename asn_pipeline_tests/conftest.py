@@ -227,11 +227,12 @@ class Pipeline:
 
 
 def assert_exact(pipeline: Pipeline) -> None:
-    """Invariants 1 and 3 over the whole inventory (against the oracle and the audits), foreign
-    keys intact, and nothing left queued."""
+    """Invariants 1 and 3 over the whole inventory (addresses, ASNs and daily statistics against
+    the oracle, and the audits), foreign keys intact, and nothing left queued."""
     sessions = pipeline.table("sessions")
     ips = pipeline.table("ip_inventory").set_index("ip_address")
     counters = oracle.ip_counters(sessions)
+    assert set(ips.index) == set(counters.index)
     pd.testing.assert_frame_equal(
         ips.loc[counters.index, counters.columns], counters, check_names=False, check_dtype=False
     )
@@ -249,6 +250,14 @@ def assert_exact(pipeline: Pipeline) -> None:
         seen.reindex(asns.index),
         check_names=False,
         check_dtype=False,
+    )
+    stats = pipeline.table("asn_daily_stats").set_index(["stat_date", "asn_number"]).sort_index()
+    pd.testing.assert_frame_equal(
+        stats,
+        oracle.daily_stats(sessions).sort_index(),
+        check_names=False,
+        check_dtype=False,
+        check_index_type=False,  # an empty index: dates read back as datetimes, not text
     )
     inventory = Inventory(pipeline.db_url)
     try:

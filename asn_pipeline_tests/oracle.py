@@ -83,11 +83,14 @@ def daily_stats(sessions: pd.DataFrame) -> pd.DataFrame:
     attributed = attributed.assign(
         is_new=attributed["ingest_date"] == attributed["src_ip"].map(first_day)
     )
-    grouped = attributed.groupby(["ingest_date", "asn_number"])
+    keys = ["ingest_date", "asn_number"]
+    grouped = attributed.groupby(keys)
+    sessions_per_key = grouped.size()
+    new = attributed[attributed["is_new"]].groupby(keys)["src_ip"].nunique()
     return pd.DataFrame(
         {
-            "session_count": grouped.size(),
+            "session_count": sessions_per_key,
             "unique_ip_count": grouped["src_ip"].nunique(),
-            "new_ip_count": grouped.apply(lambda g: g.loc[g["is_new"], "src_ip"].nunique()),
+            "new_ip_count": new.reindex(sessions_per_key.index, fill_value=0),
         }
     )

@@ -16,8 +16,14 @@ import sqlalchemy as sa
 from asn_pipeline.defs.automation.legacy import BACKFILL_JOB
 from asn_pipeline.demo import write_asn_mmdb, write_city_mmdb
 from asn_pipeline.store import Inventory, audit
-from asn_pipeline_tests import oracle
-from asn_pipeline_tests.conftest import NETWORKS, UNMAPPED_IP, CowrieLogs, Pipeline, ts
+from asn_pipeline_tests.conftest import (
+    NETWORKS,
+    UNMAPPED_IP,
+    CowrieLogs,
+    Pipeline,
+    assert_exact,
+    ts,
+)
 from asn_pipeline_tests.test_invariants import inject_failure
 
 DAY = dt.date(2026, 11, 20)
@@ -349,38 +355,6 @@ def full_tables(pipeline: Pipeline) -> dict[str, list[tuple]]:
     return state
 
 
-def assert_counters_exact(pipeline: Pipeline) -> None:
-    """Invariants 1 and 3 over the whole inventory, against a recomputation in pandas."""
-    sessions = pipeline.table("sessions")
-    ips = pipeline.table("ip_inventory").set_index("ip_address")
-    counters = oracle.ip_counters(sessions)
-    assert set(ips.index) == set(counters.index)
-    pd.testing.assert_frame_equal(
-        ips.loc[counters.index, counters.columns], counters, check_names=False, check_dtype=False
-    )
-    asns = pipeline.table("asn_inventory").set_index("asn_number")
-    expected = oracle.asn_counters(pipeline.table("ip_inventory"))
-    pd.testing.assert_frame_equal(
-        asns.loc[expected.index, expected.columns], expected, check_names=False, check_dtype=False
-    )
-    assert (asns.drop(index=expected.index)[["unique_ip_count", "total_session_count"]] == 0).all(
-        axis=None
-    )
-    stats = pipeline.table("asn_daily_stats").set_index(["stat_date", "asn_number"]).sort_index()
-    pd.testing.assert_frame_equal(
-        stats, oracle.daily_stats(sessions).sort_index(), check_names=False, check_dtype=False
-    )
-    store = Inventory(pipeline.db_url)
-    try:
-        mismatches = audit.counter_mismatches(store, DAY)
-        assert audit.dangling_asn_references(store) == 0
-    finally:
-        store.dispose()
-    assert [mismatches[k] for k in ("ip_counter", "asn_counter", "day_statistics")] == [0, 0, 0]
-    for queue in ("stale_ips", "stale_asn_deltas", "stale_days"):
-        assert pipeline.table(queue).empty, queue
-
-
 def test_import_records_legacy_mappings_and_fills_only_what_is_missing(
     inventory: Pipeline, legacy_url: str
 ):
@@ -432,7 +406,7 @@ def test_import_records_legacy_mappings_and_fills_only_what_is_missing(
     history_before = set(facts_before.pop("ip_asn_history"))
     assert history_before <= set(after.pop("ip_asn_history"))
     assert {t: rows for t, rows in after.items() if t != "asn_inventory"} == facts_before
-    assert_counters_exact(inventory)
+    assert_exact(inventory)
 
 
 def test_importing_twice_changes_nothing(inventory: Pipeline, tmp_path: Path):
@@ -543,7 +517,7 @@ def test_repair_restores_exact_counters_missing_asn_rows_and_names(inventory: Pi
     assert metadata["asn_counters_corrected"] == 1
     assert metadata["daily_statistics_added"] == 1
     assert metadata["addresses_dropped"] == metadata["daily_statistics_removed"] == 0
-    assert_counters_exact(inventory)
+    assert_exact(inventory)
     repaired = full_tables(inventory)
     for table in ("sessions", "ip_inventory", "asn_daily_stats", "ip_asn_history"):
         assert repaired[table] == intact[table], table
