@@ -12,6 +12,7 @@ from asn_pipeline.cowrie import (
     ParsedDay,
     SkippedFile,
     files_for_day,
+    landing_files,
     parse_day,
 )
 from asn_pipeline.defs.partitions import backfill_policy, daily_partitions
@@ -86,10 +87,12 @@ def cowrie_sessions(
         root = landing.check()
         if run_materialises(context, "ip_inventory") or run_materialises(context, "asn_inventory"):
             maxmind.check()
+        # A range's days come from one listing of the landing directory, not one per day.
+        listed = landing_files(root).days if len(days) > 1 else {}
         for day in days:
             # Each day is written whole in its own transaction: a failure on a later day of a
             # range leaves the earlier ones done, and a re-run redoes them idempotently.
-            found = files_for_day(root, day)
+            found = listed[day] if day in listed else files_for_day(root, day)
             for skipped in found.skipped:
                 context.log.warning(
                     f"Not read: {skipped.name} ({skipped.reason}: {skipped.detail})"
