@@ -14,7 +14,17 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _project_root() -> Path:
+    """The source checkout this package runs from, or, installed as a wheel, the working
+    directory: the embedded defaults (``data/``) live under it."""
+    checkout = PACKAGE_DIR.parent
+    return checkout if (checkout / "pyproject.toml").is_file() else Path.cwd()
+
+
+PROJECT_ROOT = _project_root()
 DEFAULT_DB_URL = f"sqlite:///{PROJECT_ROOT / 'data' / 'inventory.sqlite'}"
 DEMO_DIR = PROJECT_ROOT / "data" / "demo"
 DEFAULT_LANDING_DIR = DEMO_DIR / "landing"

@@ -29,7 +29,7 @@ from asn_pipeline_tests.test_invariants import BOGONS, DAYS, write_week
 from asn_pipeline_tests.test_refresh import pin_build_epoch
 
 DOC = PROJECT_ROOT / "docs" / "audit.md"
-LINEAGE_SQL = PROJECT_ROOT / "sql" / "queries" / "lineage.sql"
+LINEAGE_SQL = PROJECT_ROOT / "asn_pipeline" / "sql" / "queries" / "lineage.sql"
 # One value for each parameter the queries take, all present in the audited inventory.
 PARAMETERS = {
     "ip_address": "45.10.0.1",

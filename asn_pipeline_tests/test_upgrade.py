@@ -55,11 +55,11 @@ def release(db_url, tmp_path, monkeypatch) -> Pipeline:
 def test_the_first_release_schema_is_migration_001():
     # 001 must stay the first release's schema: the fixture was made with it.
     for dialect in ("sqlite", "postgres"):
-        folder = Path(__file__).parent.parent / "sql" / dialect
+        folder = Path(__file__).parent.parent / "asn_pipeline" / "sql" / dialect
         assert [m.version for m in migrations(folder)][:2] == [1, 2]
     assert (
         "PRIMARY KEY (sensor, session_id)\n"
-        in (Path(__file__).parent.parent / "sql" / "postgres" / "001_inventory.sql").read_text()
+        in (Path(__file__).parent.parent / "asn_pipeline" / "sql" / "postgres" / "001_inventory.sql").read_text()
     )
 
 

@@ -24,9 +24,9 @@ import psycopg2
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from asn_pipeline.settings import PROJECT_ROOT, redact_url
+from asn_pipeline.settings import PACKAGE_DIR, redact_url
 
-SQL_DIR = PROJECT_ROOT / "sql"
+SQL_DIR = PACKAGE_DIR / "sql"  # package data: the wheel carries it
 _QUERY_NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 # Page cache per connection: whole-partition statements walk large indexes; the default 2 MiB
