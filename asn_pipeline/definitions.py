@@ -2,6 +2,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from asn_pipeline.execution import executor_for
 from asn_pipeline.resources import resources_from
 from asn_pipeline.settings import Settings, check_thresholds
 
@@ -19,8 +20,7 @@ def defs() -> dg.Definitions:
     check_thresholds()  # the asset checks' thresholds, read again when the checks run
     return dg.Definitions.merge(
         dg.load_from_defs_folder(path_within_project=Path(__file__).parent),
-        # One process per run, its steps one after another in it: a partition's steps form a
-        # chain, and a process per step (the multiprocess executor) cost about 2 s each, most
-        # of a run's time. Runs in parallel come from the run queue and the pools.
-        dg.Definitions(resources=resources_from(settings), executor=dg.in_process_executor),
+        dg.Definitions(
+            resources=resources_from(settings), executor=executor_for(settings.executor)
+        ),
     )

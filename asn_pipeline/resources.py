@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
 from pathlib import Path
@@ -34,7 +35,7 @@ from asn_pipeline.settings import (
     require_directory,
     require_file,
 )
-from asn_pipeline.store import Inventory
+from asn_pipeline.store import Inventory, step_outputs
 from asn_pipeline.store.schema import ensure_schema
 
 # Dagster concurrency pool of every step that opens inventory connections; its limit is set in
@@ -71,6 +72,41 @@ class InventoryDatabase(dg.ConfigurableResource):
         if self._inventory is None:
             self.setup_for_execution(dg.build_init_resource_context())
         return self._inventory
+
+
+class StepOutputs(dg.ConfigurableIOManager):
+    """The IO manager: what one step hands to the next (the day's lookups, the upsert's
+    summary) goes into the inventory database (``step_outputs``), never to the disk of the host
+    that ran the step, so the steps of one run can execute on different hosts.
+
+    The four assets are their tables: their outputs carry no value (``None``) and store nothing.
+    """
+
+    inventory_db: InventoryDatabase
+
+    def handle_output(self, context: dg.OutputContext, obj: object) -> None:
+        if obj is None and context.has_asset_key:
+            return
+        key = _step_output_key(context)
+        size = step_outputs.keep(self.inventory_db.inventory, key, obj, dt.datetime.now(dt.UTC))
+        context.log.debug(f"kept {key} in the inventory ({size} bytes)")
+
+    def load_input(self, context: dg.InputContext) -> object:
+        upstream = context.upstream_output
+        if upstream is None:
+            raise dg.Failure(f"input {context.name} has no upstream output to load")
+        return step_outputs.fetch(self.inventory_db.inventory, _step_output_key(upstream))
+
+
+def _step_output_key(context: dg.OutputContext) -> step_outputs.StepOutputKey:
+    """The run and step that wrote the output: on a re-execution from failure, the parent run's
+    for the steps it does not run again."""
+    return step_outputs.StepOutputKey(
+        run_id=context.run_id,
+        step_key=context.step_key,
+        output_name=context.name,
+        mapping_key=context.mapping_key or "",
+    )
 
 
 class MaxMindDatabases(dg.ConfigurableResource):
@@ -170,8 +206,10 @@ def resources_from(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         if os.environ.get("ASN_PIPELINE_DB_URL")
         else settings.db_url
     )
+    inventory_db = InventoryDatabase(url=db_url)
     return {
-        "inventory_db": InventoryDatabase(url=db_url),
+        "inventory_db": inventory_db,
+        "io_manager": StepOutputs(inventory_db=inventory_db),
         "maxmind": MaxMindDatabases(
             asn_db_path=str(settings.maxmind_asn_db),
             city_db_path=str(settings.maxmind_city_db) if settings.maxmind_city_db else None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import os
 import re
 import sqlite3
@@ -43,6 +44,12 @@ MAX_CYMRU_QPS = 1000.0
 DEFAULT_SCHEDULE_HOUR = 2
 DEFAULT_SCHEDULE_MINUTE = 0
 DEFAULT_SCHEDULE_TIMEZONE = "UTC"
+# Where a run's steps execute: all in the run's process (the default), a process each, or on
+# Celery workers that take them from a broker (docs/deployment.md, "Beyond one machine").
+EXECUTORS = ("in_process", "multiprocess", "celery")
+DEFAULT_EXECUTOR = "in_process"
+DEFAULT_CELERY_BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
+DEFAULT_CELERY_BACKEND = "rpc://"
 
 
 class ConfigurationError(ValueError):
@@ -77,6 +84,16 @@ class ScheduleTime:
 
 
 @dataclass(frozen=True)
+class ExecutorSettings:
+    """``ASN_PIPELINE_EXECUTOR`` and, for Celery, the broker and result backend the run's
+    process and every worker use."""
+
+    kind: str = DEFAULT_EXECUTOR
+    celery_broker: str = DEFAULT_CELERY_BROKER
+    celery_backend: str = DEFAULT_CELERY_BACKEND
+
+
+@dataclass(frozen=True)
 class Settings:
     db_url: str
     landing_dir: Path
@@ -90,6 +107,7 @@ class Settings:
     cymru_ttl_days: int = DEFAULT_CYMRU_TTL_DAYS
     cymru_qps: float = DEFAULT_CYMRU_QPS
     schedule: ScheduleTime = field(default_factory=ScheduleTime)
+    executor: ExecutorSettings = field(default_factory=ExecutorSettings)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -118,6 +136,7 @@ class Settings:
             parse_workers=parse_workers(env),
             max_line_bytes=max_line_bytes(env),
             schedule=schedule_time(env),
+            executor=executor_settings(env),
         )
 
 
@@ -304,6 +323,42 @@ def max_line_bytes(environ: Mapping[str, str] | None = None) -> int:
             variable, value, "expected a whole number of bytes, 1024 to 1073741824"
         )
     return int(value)
+
+
+def executor_settings(environ: Mapping[str, str] | None = None) -> ExecutorSettings:
+    """``ASN_PIPELINE_EXECUTOR`` (one of ``EXECUTORS``) and ``ASN_PIPELINE_CELERY_BROKER`` /
+    ``ASN_PIPELINE_CELERY_BACKEND`` (Celery URLs), validated; defaults for those unset."""
+    env = os.environ if environ is None else environ
+
+    def get(name: str) -> str | None:
+        return env.get(name, "").strip() or None
+
+    kind = get("ASN_PIPELINE_EXECUTOR") or DEFAULT_EXECUTOR
+    if kind not in EXECUTORS:
+        raise ConfigurationError(
+            "ASN_PIPELINE_EXECUTOR", kind, f"expected one of {', '.join(EXECUTORS)}"
+        )
+    if kind == "celery" and importlib.util.find_spec("dagster_celery") is None:
+        raise ConfigurationError(
+            "ASN_PIPELINE_EXECUTOR",
+            kind,
+            "dagster-celery is not installed; install the package with its extra: "
+            "pip install 'asn_pipeline[celery]'",
+        )
+    urls = {}
+    for variable, default in (
+        ("ASN_PIPELINE_CELERY_BROKER", DEFAULT_CELERY_BROKER),
+        ("ASN_PIPELINE_CELERY_BACKEND", DEFAULT_CELERY_BACKEND),
+    ):
+        value = get(variable) or default
+        if not re.fullmatch(r"[a-z][a-z0-9+.-]*://\S*", value):
+            raise ConfigurationError(
+                variable, _masked(value), "expected a Celery URL such as pyamqp://host:5672//"
+            )
+        urls[variable] = value
+    return ExecutorSettings(
+        kind, urls["ASN_PIPELINE_CELERY_BROKER"], urls["ASN_PIPELINE_CELERY_BACKEND"]
+    )
 
 
 def schedule_time(environ: Mapping[str, str] | None = None) -> ScheduleTime:

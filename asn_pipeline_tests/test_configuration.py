@@ -48,6 +48,9 @@ def settings(**env: str) -> Settings:
         ("ASN_PIPELINE_START_DATE", "20200101", "YYYY-MM-DD"),
         ("ASN_PIPELINE_PARSE_WORKERS", "0", "whole number of processes"),
         ("ASN_PIPELINE_PARSE_WORKERS", "two", "whole number of processes"),
+        ("ASN_PIPELINE_EXECUTOR", "kubernetes", "expected one of in_process, multiprocess, celery"),
+        ("ASN_PIPELINE_CELERY_BROKER", "127.0.0.1:5672", "expected a Celery URL"),
+        ("ASN_PIPELINE_CELERY_BACKEND", "rpc", "expected a Celery URL"),
     ],
 )
 def test_a_bad_value_names_its_variable_and_value(variable, value, problem):
@@ -251,3 +254,26 @@ def test_the_ui_shows_the_database_variable_not_its_value(pipeline):
     resource = definitions.resources["inventory_db"]
     assert "ASN_PIPELINE_DB_URL" in repr(resource.url)
     assert pipeline.db_url not in repr(resource.url)
+
+
+def test_the_executor_follows_asn_pipeline_executor(monkeypatch):
+    from asn_pipeline.definitions import defs
+
+    for kind, name in (
+        ("in_process", "in_process"),
+        ("multiprocess", "multiprocess"),
+        ("celery", "celery"),
+    ):
+        monkeypatch.setenv("ASN_PIPELINE_EXECUTOR", kind)
+        assert defs().resolve_job_def("daily_asn_inventory").executor_def.name == name
+
+
+def test_a_celery_broker_password_stays_in_its_variable(monkeypatch):
+    from asn_pipeline.execution import celery_config
+    from asn_pipeline.settings import executor_settings
+
+    monkeypatch.setenv("ASN_PIPELINE_CELERY_BROKER", "pyamqp://dagster:hunter2@mq.example:5672//")
+    config = celery_config(executor_settings())
+    assert config["broker"] == {"env": "ASN_PIPELINE_CELERY_BROKER"}
+    assert "hunter2" not in repr(config)
+    assert config["config_source"]["task_acks_late"] is True

@@ -531,7 +531,7 @@ def test_an_inventory_at_migration_002_upgrades_to_the_cymru_cache(
     finally:
         inventory.dispose()
 
-    assert cymru.table("schema_migrations")["version"].tolist() == [1, 2, 3]
+    assert cymru.table("schema_migrations")["version"].tolist() == [1, 2, 3, 4]
     assert pd.isna(addresses(cymru).loc["45.10.9.9", "cymru_status"])
     dns_server.route("81.12.0.0/16", 65573)
     attacks(logs, D, "81.12.0.1", "45.10.9.9")

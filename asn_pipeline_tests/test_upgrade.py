@@ -59,7 +59,9 @@ def test_the_first_release_schema_is_migration_001():
         assert [m.version for m in migrations(folder)][:2] == [1, 2]
     assert (
         "PRIMARY KEY (sensor, session_id)\n"
-        in (Path(__file__).parent.parent / "asn_pipeline" / "sql" / "postgres" / "001_inventory.sql").read_text()
+        in (
+            Path(__file__).parent.parent / "asn_pipeline" / "sql" / "postgres" / "001_inventory.sql"
+        ).read_text()
     )
 
 
@@ -72,12 +74,12 @@ def test_an_inventory_of_the_first_release_upgrades_in_place(
 
     inventory = Inventory(release.db_url)
     try:
-        assert ensure_schema(inventory) == [2, 3]
+        assert ensure_schema(inventory) == [2, 3, 4]
     finally:
         inventory.dispose()
 
     applied = release.table("schema_migrations").sort_values("version")
-    assert applied["version"].tolist() == [1, 2, 3]
+    assert applied["version"].tolist() == [1, 2, 3, 4]
     for table in ("session_fragments", "ip_asn_history", "rejected_events"):
         pd.testing.assert_frame_equal(
             release.table(table)[before[table].columns], before[table], check_dtype=False

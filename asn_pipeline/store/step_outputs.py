@@ -1,0 +1,78 @@
+"""What one step of a run hands to the next, kept in the inventory database.
+
+The steps of one run may execute on different hosts (Celery workers, Kubernetes pods), so a value
+passed between them cannot live on the disk of the host that made it. The project's IO manager
+keeps each op output here instead, pickled, keyed by the run and step that wrote it. These rows
+are working state, not inventory: they are written outside the inventory write lock (each
+belongs to one run's step alone), and rows older than ``RETENTION`` are pruned on every write.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import pickle
+import socket
+from dataclasses import dataclass
+
+from asn_pipeline.store.database import Inventory, run
+
+# Long enough to re-execute a failed run from its failure (which reads its parent run's rows)
+# after a weekend; short enough that a year of daily runs keeps a week of rows.
+RETENTION = dt.timedelta(days=7)
+
+
+class StepOutputMissing(LookupError):
+    """No row holds the output a step asks for: its run never wrote it, or it was pruned."""
+
+
+@dataclass(frozen=True)
+class StepOutputKey:
+    run_id: str
+    step_key: str
+    output_name: str
+    mapping_key: str = ""
+
+    def __str__(self) -> str:
+        mapping = f"[{self.mapping_key}]" if self.mapping_key else ""
+        return f"output {self.output_name}{mapping} of step {self.step_key} in run {self.run_id}"
+
+    def params(self) -> dict[str, str]:
+        return {
+            "run_id": self.run_id,
+            "step_key": self.step_key,
+            "output_name": self.output_name,
+            "mapping_key": self.mapping_key,
+        }
+
+
+def keep(inventory: Inventory, key: StepOutputKey, value: object, now: dt.datetime) -> int:
+    """Store a value under its key (replacing what a retried step wrote); returns its size."""
+    payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    with inventory.engine.begin() as conn:
+        run(conn, "step_outputs", "prune", before=now - RETENTION)
+        run(conn, "step_outputs", "forget", **key.params())
+        run(
+            conn,
+            "step_outputs",
+            "keep",
+            **key.params(),
+            payload=payload,
+            byte_count=len(payload),
+            written_at=now,
+            written_by=f"{socket.gethostname()} pid {os.getpid()}",
+        )
+    return len(payload)
+
+
+def fetch(inventory: Inventory, key: StepOutputKey) -> object:
+    """The value stored under a key; ``StepOutputMissing`` says why there is none."""
+    with inventory.read() as conn:
+        row = run(conn, "step_outputs", "fetch", **key.params()).first()
+    if row is None:
+        raise StepOutputMissing(
+            f"The inventory holds no {key}: that step did not finish in that run, or its "
+            f"output was pruned after {RETENTION.days} days. Materialise the partition again "
+            "instead of re-executing the old run."
+        )
+    return pickle.loads(row.payload)
