@@ -2,6 +2,7 @@ from pathlib import Path
 
 import dagster as dg
 
+import asn_pipeline.defs
 from asn_pipeline.execution import executor_for
 from asn_pipeline.resources import resources_from
 from asn_pipeline.settings import Settings, check_thresholds
@@ -19,7 +20,11 @@ def defs() -> dg.Definitions:
     settings = Settings.from_environ()
     check_thresholds()  # the asset checks' thresholds, read again when the checks run
     return dg.Definitions.merge(
-        dg.load_from_defs_folder(path_within_project=Path(__file__).parent),
+        # From the package itself rather than from the project folder's pyproject.toml
+        # (load_from_defs_folder), so that the code location also loads installed as a wheel.
+        dg.ComponentTree.from_module(
+            defs_module=asn_pipeline.defs, project_root=Path(__file__).parent.parent
+        ).build_defs(),
         dg.Definitions(
             resources=resources_from(settings), executor=executor_for(settings.executor)
         ),

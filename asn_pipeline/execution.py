@@ -28,12 +28,17 @@ def _from_environ(variable: str, value: str) -> str | dict[str, str]:
     return {"env": variable} if os.environ.get(variable, "").strip() else value
 
 
+def celery_config_source(settings: ExecutorSettings) -> dict[str, object]:
+    """Celery's settings of both sides: the shared ones and the queue the steps go to."""
+    return {**CELERY_CONFIG_SOURCE, "task_default_queue": settings.celery_queue}
+
+
 def celery_config(settings: ExecutorSettings) -> dict[str, object]:
     """The Celery executor's config: broker, result backend and the shared settings."""
     return {
         "broker": _from_environ("ASN_PIPELINE_CELERY_BROKER", settings.celery_broker),
         "backend": _from_environ("ASN_PIPELINE_CELERY_BACKEND", settings.celery_backend),
-        "config_source": dict(CELERY_CONFIG_SOURCE),
+        "config_source": celery_config_source(settings),
     }
 
 

@@ -50,6 +50,7 @@ EXECUTORS = ("in_process", "multiprocess", "celery")
 DEFAULT_EXECUTOR = "in_process"
 DEFAULT_CELERY_BROKER = "pyamqp://guest:guest@127.0.0.1:5672//"
 DEFAULT_CELERY_BACKEND = "rpc://"
+DEFAULT_CELERY_QUEUE = "dagster"  # dagster-celery's own default
 
 
 class ConfigurationError(ValueError):
@@ -91,6 +92,7 @@ class ExecutorSettings:
     kind: str = DEFAULT_EXECUTOR
     celery_broker: str = DEFAULT_CELERY_BROKER
     celery_backend: str = DEFAULT_CELERY_BACKEND
+    celery_queue: str = DEFAULT_CELERY_QUEUE
 
 
 @dataclass(frozen=True)
@@ -326,8 +328,9 @@ def max_line_bytes(environ: Mapping[str, str] | None = None) -> int:
 
 
 def executor_settings(environ: Mapping[str, str] | None = None) -> ExecutorSettings:
-    """``ASN_PIPELINE_EXECUTOR`` (one of ``EXECUTORS``) and ``ASN_PIPELINE_CELERY_BROKER`` /
-    ``ASN_PIPELINE_CELERY_BACKEND`` (Celery URLs), validated; defaults for those unset."""
+    """``ASN_PIPELINE_EXECUTOR`` (one of ``EXECUTORS``), ``ASN_PIPELINE_CELERY_BROKER`` /
+    ``ASN_PIPELINE_CELERY_BACKEND`` (Celery URLs) and ``ASN_PIPELINE_CELERY_QUEUE``, validated;
+    defaults for those unset."""
     env = os.environ if environ is None else environ
 
     def get(name: str) -> str | None:
@@ -356,8 +359,13 @@ def executor_settings(environ: Mapping[str, str] | None = None) -> ExecutorSetti
                 variable, _masked(value), "expected a Celery URL such as pyamqp://host:5672//"
             )
         urls[variable] = value
+    queue = get("ASN_PIPELINE_CELERY_QUEUE") or DEFAULT_CELERY_QUEUE
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", queue):
+        raise ConfigurationError(
+            "ASN_PIPELINE_CELERY_QUEUE", queue, "expected a queue name: letters, digits, . _ -"
+        )
     return ExecutorSettings(
-        kind, urls["ASN_PIPELINE_CELERY_BROKER"], urls["ASN_PIPELINE_CELERY_BACKEND"]
+        kind, urls["ASN_PIPELINE_CELERY_BROKER"], urls["ASN_PIPELINE_CELERY_BACKEND"], queue
     )
 
 

@@ -51,6 +51,7 @@ def settings(**env: str) -> Settings:
         ("ASN_PIPELINE_EXECUTOR", "kubernetes", "expected one of in_process, multiprocess, celery"),
         ("ASN_PIPELINE_CELERY_BROKER", "127.0.0.1:5672", "expected a Celery URL"),
         ("ASN_PIPELINE_CELERY_BACKEND", "rpc", "expected a Celery URL"),
+        ("ASN_PIPELINE_CELERY_QUEUE", "steps of asn", "expected a queue name"),
     ],
 )
 def test_a_bad_value_names_its_variable_and_value(variable, value, problem):
