@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 
-.PHONY: venv demo test test-ui lint format ui bench bench-backfill clean
+.PHONY: venv demo test test-ui lint format ui bench bench-backfill celery-workers clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required (set PYTHON=...)") if sys.version_info < (3, 11) else None'
@@ -38,7 +38,13 @@ $(CHROMIUM):
 $(UI_MODULES): ui_tests/package.json ui_tests/package-lock.json
 	cd ui_tests && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
 
-test-ui: $(STAMP) $(CHROMIUM) $(UI_MODULES)
+test-# N Celery workers on this host for runs with ASN_PIPELINE_EXECUTOR=celery (docs/deployment.md,
+# "Celery workers"); they read the same ASN_PIPELINE_* and DAGSTER_PG_URL as the runs.
+N ?= 2
+celery-workers: $(STAMP)
+	$(VENV)/bin/asn-pipeline-celery-workers --workers $(N)
+
+ui: $(STAMP) $(CHROMIUM) $(UI_MODULES)
 	cd ui_tests && CHROMIUM=$(CHROMIUM) node --test --test-concurrency=1 --test-reporter=spec ui.test.js
 
 lint: $(STAMP)
@@ -58,6 +64,12 @@ bench: $(STAMP)
 # (docs/performance.md, "Backfills"): about a quarter of an hour; results in bench/results/.
 bench-backfill: $(STAMP)
 	$(PY) -m bench.backfill
+
+# N Celery workers on this host for runs with ASN_PIPELINE_EXECUTOR=celery (docs/deployment.md,
+# "Celery workers"); they read the same ASN_PIPELINE_* and DAGSTER_PG_URL as the runs.
+N ?= 2
+celery-workers: $(STAMP)
+	$(VENV)/bin/asn-pipeline-celery-workers --workers $(N)
 
 ui: $(STAMP)
 	$(PY) scripts/run_demo.py --ui
