@@ -38,13 +38,7 @@ $(CHROMIUM):
 $(UI_MODULES): ui_tests/package.json ui_tests/package-lock.json
 	cd ui_tests && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
 
-test-# N Celery workers on this host for runs with ASN_PIPELINE_EXECUTOR=celery (docs/deployment.md,
-# "Celery workers"); they read the same ASN_PIPELINE_* and DAGSTER_PG_URL as the runs.
-N ?= 2
-celery-workers: $(STAMP)
-	$(VENV)/bin/asn-pipeline-celery-workers --workers $(N)
-
-ui: $(STAMP) $(CHROMIUM) $(UI_MODULES)
+test-ui: $(STAMP) $(CHROMIUM) $(UI_MODULES)
 	cd ui_tests && CHROMIUM=$(CHROMIUM) node --test --test-concurrency=1 --test-reporter=spec ui.test.js
 
 lint: $(STAMP)
@@ -64,6 +58,12 @@ bench: $(STAMP)
 # (docs/performance.md, "Backfills"): about a quarter of an hour; results in bench/results/.
 bench-backfill: $(STAMP)
 	$(PY) -m bench.backfill
+
+# N Celery workers on this host for runs with ASN_PIPELINE_EXECUTOR=celery (docs/deployment.md,
+# "Celery workers"); they read the same ASN_PIPELINE_* and DAGSTER_PG_URL as the runs.
+N ?= 2
+celery-workers: $(STAMP)
+	$(VENV)/bin/asn-pipeline-celery-workers --workers $(N)
 
 # N Celery workers on this host for runs with ASN_PIPELINE_EXECUTOR=celery (docs/deployment.md,
 # "Celery workers"); they read the same ASN_PIPELINE_* and DAGSTER_PG_URL as the runs.
