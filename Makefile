@@ -65,12 +65,6 @@ N ?= 2
 celery-workers: $(STAMP)
 	$(VENV)/bin/asn-pipeline-celery-workers --workers $(N)
 
-# N Celery workers on this host for runs with ASN_PIPELINE_EXECUTOR=celery (docs/deployment.md,
-# "Celery workers"); they read the same ASN_PIPELINE_* and DAGSTER_PG_URL as the runs.
-N ?= 2
-celery-workers: $(STAMP)
-	$(VENV)/bin/asn-pipeline-celery-workers --workers $(N)
-
 ui: $(STAMP)
 	$(PY) scripts/run_demo.py --ui
 
