@@ -527,7 +527,7 @@ def test_an_inventory_at_migration_002_upgrades_to_the_cymru_cache(
 
     inventory = Inventory(db_url)
     try:
-        assert ensure_schema(inventory) == [3]
+        assert ensure_schema(inventory) == [3, 4]
     finally:
         inventory.dispose()
 

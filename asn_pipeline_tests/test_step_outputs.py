@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import pickle
+import zlib
 from pathlib import Path
 
 import dagster as dg
@@ -62,7 +63,7 @@ def test_a_run_hands_its_values_through_the_inventory_and_nothing_through_disk(o
         ("inventory.upsert_inventory", "ip_summary"),
     ]
     assert (rows["byte_count"] > 0).all()
-    lookups = pickle.loads(rows.iloc[0]["payload"])
+    lookups = pickle.loads(zlib.decompress(rows.iloc[0]["payload"]))
     assert isinstance(lookups, Lookups)
     sessions = on_disk.table("sessions")
     day_addresses = set(sessions.loc[sessions["ingest_date"] == DAY.isoformat(), "src_ip"])

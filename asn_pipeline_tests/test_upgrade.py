@@ -129,3 +129,33 @@ def test_an_inventory_newer_than_the_code_is_refused(db_url, release: Pipeline):
     assert not result.success
     for table, rows in before.items():
         pd.testing.assert_frame_equal(release.table(table), rows)
+
+
+def test_an_inventory_of_the_previous_release_gains_step_outputs_and_keeps_every_row(
+    pipeline: Pipeline, logs
+):
+    """Migration 004 from schema 3 (the release before it), with a week of data in it."""
+    from asn_pipeline.store import schema
+    from asn_pipeline.store.report import table_checksums
+    from asn_pipeline_tests.conftest import assert_exact
+    from asn_pipeline_tests.test_invariants import DAYS as WEEK
+    from asn_pipeline_tests.test_invariants import write_week
+
+    write_week(logs)
+    pipeline.run(*WEEK[:-1])
+    # The previous release's schema: everything but 004's table and its record.
+    pipeline.execute("DROP TABLE step_outputs", "DELETE FROM schema_migrations WHERE version = 4")
+    inventory = Inventory(pipeline.db_url)
+    try:
+        before = table_checksums(inventory)
+        schema._APPLIED_IN_PROCESS.discard(inventory.url)  # as a new process of the new release
+        assert ensure_schema(inventory) == [4]
+        assert table_checksums(inventory) == before
+    finally:
+        inventory.dispose()
+    assert pipeline.table("schema_migrations")["version"].tolist()[-1] == 4
+    assert pipeline.table("step_outputs").empty
+    (result,) = pipeline.run(WEEK[-1])
+    assert result.success
+    assert set(pipeline.table("step_outputs")["run_id"]) == {result.run_id}
+    assert_exact(pipeline)

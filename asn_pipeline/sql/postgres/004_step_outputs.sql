@@ -15,4 +15,7 @@ CREATE TABLE step_outputs (
     PRIMARY KEY (run_id, step_key, output_name, mapping_key)
 );
 
+-- The payload is compressed by the writer (zlib): TOAST's compression would only cost time.
+ALTER TABLE step_outputs ALTER COLUMN payload SET STORAGE EXTERNAL;
+
 CREATE INDEX step_outputs_by_written_at ON step_outputs (written_at);
