@@ -2,9 +2,10 @@
 
 The steps of one run may execute on different hosts (Celery workers, Kubernetes pods), so a value
 passed between them cannot live on the disk of the host that made it. The project's IO manager
-keeps each op output here instead, pickled and compressed, keyed by the run and step that wrote it. These rows
-are working state, not inventory: they are written outside the inventory write lock (each
-belongs to one run's step alone), and rows older than ``RETENTION`` are pruned on every write.
+keeps each op output here instead, pickled and compressed, keyed by the run and step that wrote
+it. These rows are working state, not inventory: they are written outside the inventory write
+lock (each belongs to one run's step alone), and rows older than ``RETENTION`` are pruned on
+every write.
 """
 
 from __future__ import annotations
