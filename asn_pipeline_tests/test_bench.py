@@ -38,5 +38,6 @@ def test_the_benchmark_smoke_run_measures_every_figure(postgres_server, tmp_path
         assert found["baseline"]["ips"] == SMOKE.addresses
         summary = results["summary"][backend]
         assert summary["end_to_end_seconds"] > 0
+        assert summary["cli_seconds"] > summary["end_to_end_seconds"]  # the same run, and more
         assert set(summary["stage_share"]) == {"parse", "lookup", "upserts", "statistics"}
         assert summary["history_growth"]["history_large"] == 5_000
