@@ -10,6 +10,7 @@ import sqlite3
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -120,10 +121,7 @@ class Settings:
         so that the definitions load on a machine that has none of them yet.
         """
         env = os.environ if environ is None else environ
-
-        def get(name: str) -> str | None:
-            value = env.get(name, "").strip()
-            return value or None
+        get = partial(_setting, env)
 
         return cls(
             db_url=_db_url(get("ASN_PIPELINE_DB_URL")),
@@ -140,6 +138,11 @@ class Settings:
             schedule=schedule_time(env),
             executor=executor_settings(env),
         )
+
+
+def _setting(env: Mapping[str, str], name: str) -> str | None:
+    """A variable's value without surrounding blanks; ``None`` when unset or empty."""
+    return env.get(name, "").strip() or None
 
 
 def _masked(value: str) -> str:
@@ -306,7 +309,7 @@ def _date(variable: str, value: str | None) -> str:
 def parse_workers(environ: Mapping[str, str] | None = None) -> int | None:
     """``ASN_PIPELINE_PARSE_WORKERS``, validated; ``None`` when unset (one per CPU)."""
     variable = "ASN_PIPELINE_PARSE_WORKERS"
-    value = (os.environ if environ is None else environ).get(variable, "").strip() or None
+    value = _setting(os.environ if environ is None else environ, variable)
     if value is None:
         return None
     if not value.isdigit() or not 1 <= int(value) <= 256:
@@ -317,7 +320,7 @@ def parse_workers(environ: Mapping[str, str] | None = None) -> int | None:
 def max_line_bytes(environ: Mapping[str, str] | None = None) -> int:
     """``ASN_PIPELINE_MAX_LINE_BYTES``, validated: longer log lines are rejected, kept in part."""
     variable = "ASN_PIPELINE_MAX_LINE_BYTES"
-    value = (os.environ if environ is None else environ).get(variable, "").strip() or None
+    value = _setting(os.environ if environ is None else environ, variable)
     if value is None:
         return DEFAULT_MAX_LINE_BYTES
     if not (value.isascii() and value.isdigit()) or not 1024 <= int(value) <= 1 << 30:
@@ -331,10 +334,7 @@ def executor_settings(environ: Mapping[str, str] | None = None) -> ExecutorSetti
     """``ASN_PIPELINE_EXECUTOR`` (one of ``EXECUTORS``), ``ASN_PIPELINE_CELERY_BROKER`` /
     ``ASN_PIPELINE_CELERY_BACKEND`` (Celery URLs) and ``ASN_PIPELINE_CELERY_QUEUE``, validated;
     defaults for those unset."""
-    env = os.environ if environ is None else environ
-
-    def get(name: str) -> str | None:
-        return env.get(name, "").strip() or None
+    get = partial(_setting, os.environ if environ is None else environ)
 
     kind = get("ASN_PIPELINE_EXECUTOR") or DEFAULT_EXECUTOR
     if kind not in EXECUTORS:
@@ -372,10 +372,7 @@ def executor_settings(environ: Mapping[str, str] | None = None) -> ExecutorSetti
 def schedule_time(environ: Mapping[str, str] | None = None) -> ScheduleTime:
     """``ASN_PIPELINE_SCHEDULE_HOUR`` (0-23), ``ASN_PIPELINE_SCHEDULE_MINUTE`` (0-59) and
     ``ASN_PIPELINE_SCHEDULE_TIMEZONE`` (an IANA name), validated; defaults for those unset."""
-    env = os.environ if environ is None else environ
-
-    def get(name: str) -> str | None:
-        return env.get(name, "").strip() or None
+    get = partial(_setting, os.environ if environ is None else environ)
 
     def whole(variable: str, value: str | None, default: int, top: int, unit: str) -> int:
         if value is None:
