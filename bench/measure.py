@@ -99,16 +99,23 @@ def measure_stages(workload: Workload, db_url: str, _args: argparse.Namespace) -
     }
 
 
+def _pipeline_environ(workload: Workload, db_url: str) -> dict[str, str]:
+    """This process's environment with the workload's inventory, logs and ASN database, and no
+    City database: the configuration of both Dagster measurements."""
+    env = {k: v for k, v in os.environ.items() if k != "ASN_PIPELINE_MAXMIND_CITY_DB"}
+    env.update(
+        ASN_PIPELINE_DB_URL=db_url,
+        ASN_PIPELINE_LANDING_DIR=str(workload.landing),
+        ASN_PIPELINE_MAXMIND_ASN_DB=str(workload.asn_db),
+    )
+    return env
+
+
 def measure_dagster(workload: Workload, db_url: str, _args: argparse.Namespace) -> dict:
     """The four assets materialised in process by Dagster, as a user's run would."""
-    os.environ.update(
-        {
-            "ASN_PIPELINE_DB_URL": db_url,
-            "ASN_PIPELINE_LANDING_DIR": str(workload.landing),
-            "ASN_PIPELINE_MAXMIND_ASN_DB": str(workload.asn_db),
-        }
-    )
-    os.environ.pop("ASN_PIPELINE_MAXMIND_CITY_DB", None)
+    environ = _pipeline_environ(workload, db_url)
+    os.environ.clear()
+    os.environ.update(environ)
     import dagster as dg
 
     from asn_pipeline.definitions import defs
@@ -144,14 +151,9 @@ def measure_cli(workload: Workload, db_url: str, _args: argparse.Namespace) -> d
 
     env = {
         key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("ASN_PIPELINE_", "DAGSTER_"))
+        for key, value in _pipeline_environ(workload, db_url).items()
+        if not key.startswith("DAGSTER_")
     }
-    env.update(
-        ASN_PIPELINE_DB_URL=db_url,
-        ASN_PIPELINE_LANDING_DIR=str(workload.landing),
-        ASN_PIPELINE_MAXMIND_ASN_DB=str(workload.asn_db),
-    )
     dagster = Path(sys.executable).with_name("dagster")
     command = [str(dagster), "asset", "materialize", "-m", "asn_pipeline.definitions"]
     command += ["--select", ",".join(ASSETS), "--partition", workload.day.isoformat()]
