@@ -56,15 +56,21 @@ def broker() -> str:
     return BROKER
 
 
+def celery_home(folder: Path) -> Path:
+    """A host's own ``DAGSTER_HOME`` in ``folder``: the project's Celery instance config."""
+    home = folder / "dagster_home"
+    home.mkdir(parents=True)
+    shutil.copy(PROJECT_ROOT / "dagster_home" / "celery" / "dagster.yaml", home)
+    return home
+
+
 class Worker:
     """One worker host: ``asn-pipeline-celery-workers`` in a folder and session of its own."""
 
     def __init__(self, name: str, root: Path, env: dict[str, str]):
         self.name = name
         self.folder = root / name
-        home = self.folder / "dagster_home"
-        home.mkdir(parents=True)
-        shutil.copy(PROJECT_ROOT / "dagster_home" / "celery" / "dagster.yaml", home)
+        home = celery_home(self.folder)
         self.log = self.folder / "worker.log"
         command = [str(BIN / "asn-pipeline-celery-workers"), "--workers", "1", "--name", name]
         with self.log.open("wb") as out:
@@ -189,9 +195,7 @@ def test_two_workers_backfill_ten_days_equal_to_a_serial_pass_and_a_killed_one_l
         "DAGSTER_PG_URL": dagster_url,
     }
     orchestrator = tmp_path / "runs"
-    orchestrator_home = orchestrator / "dagster_home"
-    orchestrator_home.mkdir(parents=True)
-    shutil.copy(PROJECT_ROOT / "dagster_home" / "celery" / "dagster.yaml", orchestrator_home)
+    orchestrator_home = celery_home(orchestrator)
     run_env = {**env, "DAGSTER_HOME": str(orchestrator_home)}
     # A fresh instance's pools, set once before concurrent runs (docs/deployment.md): runs that
     # start together on an instance that has never seen a pool race to create its limit.
