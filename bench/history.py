@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import shutil
 import sqlite3
 from dataclasses import dataclass
@@ -43,6 +44,9 @@ class Database:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{target}{suffix}").unlink(missing_ok=True)
             shutil.copyfile(self.template, target)
+            # The copy (a gigabyte) is on disk before the next measurement starts, rather than
+            # written back while that measurement commits.
+            os.sync()
             return
         run_db = sa.engine.make_url(self.url).database
         with _admin(self.url) as conn:
