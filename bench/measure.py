@@ -130,12 +130,15 @@ def measure_dagster(workload: Workload, db_url: str, _args: argparse.Namespace) 
             partition_key=workload.day.isoformat(), instance=instance, run_config=quiet
         )
     assert result.success
+    from asn_pipeline.store.database import WRITE_LOCK
+
     steps = {
         event.step_key: event.event_specific_data.duration_ms / 1000
         for event in result.all_events
         if event.is_step_success
     }
-    return {"seconds": timer.seconds, "steps": steps}
+    lock = {"waited": WRITE_LOCK.waited, "held": WRITE_LOCK.held, "writes": WRITE_LOCK.writes}
+    return {"seconds": timer.seconds, "steps": steps, "write_lock": lock}
 
 
 def measure_cli(workload: Workload, db_url: str, _args: argparse.Namespace) -> dict:

@@ -68,6 +68,7 @@ def main() -> int:
         started = time.perf_counter()
         pending = list(days)
         running: list[subprocess.Popen] = []
+        locks: list[dict] = []
         while pending or running:
             while pending and len(running) < concurrency:
                 day = pending.pop(0)
@@ -79,21 +80,35 @@ def main() -> int:
                 if process.poll() is not None:
                     if process.returncode != 0:
                         raise SystemExit(f"a run failed with status {process.returncode}")
+                    output = process.communicate()[0].decode().strip().splitlines()[-1]
+                    locks.append(json.loads(output)["write_lock"])
                     running.remove(process)
             time.sleep(0.05)
         seconds = time.perf_counter() - started
         events = DAYS * 2 * args.lines  # two sensor files per day (malformed lines included)
-        rows.append((concurrency, seconds, events / seconds))
-        print(f"{concurrency} at a time: {seconds:.1f} s, {events / seconds:,.0f} lines/s")
+        held = sum(lock["held"] for lock in locks)
+        waited = sum(lock["waited"] for lock in locks)
+        rows.append((concurrency, seconds, events / seconds, held, waited))
+        print(
+            f"{concurrency} at a time: {seconds:.1f} s, {events / seconds:,.0f} lines/s, "
+            f"write lock held {held:.1f} s, waited for {waited:.1f} s"
+        )
     db.drop()
     table = [
         f"{DAYS} partitions of {2 * args.lines:,} lines each, 1,000,000-address history, "
         "PostgreSQL; each partition one in-process Dagster run in its own process.",
         "",
-        "| runs at a time | wall (s) | lines/s | vs one at a time |",
-        "|---:|---:|---:|---:|",
+        "The write lock: the time all runs' inventory writes held it (share of the wall time) "
+        "and waited for it, summed over the runs (``asn_pipeline.store.database.WRITE_LOCK``).",
+        "",
+        "| runs at a time | wall (s) | lines/s | vs one at a time | lock held (s) | lock held, "
+        "share of wall | waited for the lock (s) |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    table += [f"| {k} | {s:.1f} | {r:,.0f} | {r / rows[0][2]:.2f}× |" for k, s, r in rows]
+    table += [
+        f"| {k} | {s:.1f} | {r:,.0f} | {r / rows[0][2]:.2f}× | {h:.1f} | {h / s:.0%} | {w:.1f} |"
+        for k, s, r, h, w in rows
+    ]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "scaling.md").write_text("\n".join(table) + "\n")
     print("\n".join(table))

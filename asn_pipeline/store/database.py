@@ -16,6 +16,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -51,6 +52,20 @@ SQLITE_FIRST_TRY_MS = 100
 DDL_FOLDERS = {"sqlite": "sqlite", "postgresql": "postgres"}
 
 
+@dataclass
+class LockTimes:
+    """Seconds this process's inventory writes waited for the write lock and held it (until
+    their commit or rollback ended), and how many writes there were: what ``bench.scaling``
+    reports as the lock's share of the wall time."""
+
+    waited: float = 0.0
+    held: float = 0.0
+    writes: int = 0
+
+
+WRITE_LOCK = LockTimes()
+
+
 class Inventory:
     """A handle on the inventory database; ``write()`` gives one all-or-nothing transaction."""
 
@@ -82,20 +97,31 @@ class Inventory:
         return SQL_DIR / DDL_FOLDERS.get(dialect, dialect)
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
+    def write(self, stage: Callable[[Connection], None] | None = None) -> Iterator[Connection]:
         """One transaction that commits at the end of the block or rolls back on any error.
 
-        It starts by taking the single write lock: PostgreSQL's advisory lock, or SQLite's own
-        (``BEGIN IMMEDIATE``, so concurrent writers queue behind ``busy_timeout`` instead of
-        failing on a lock upgrade).
+        It takes the single write lock: PostgreSQL's advisory lock, or SQLite's own (``BEGIN
+        IMMEDIATE``, so concurrent writers queue behind ``busy_timeout`` instead of failing on a
+        lock upgrade). ``stage`` loads the write's own rows into its work tables before the block
+        runs. ``WRITE_LOCK`` adds up the time waited for and held.
         """
-        with self.engine.begin() as conn:
-            if self.dialect == "postgresql":
-                self._take_advisory_lock(conn)
-            else:
-                self._claim_sqlite_lock()
-            _prepare_work_tables(conn, self.sql_folder)
-            yield conn
+        asked, taken = time.monotonic(), None
+        try:
+            with self.engine.begin() as conn:
+                if self.dialect == "postgresql":
+                    self._take_advisory_lock(conn)
+                else:
+                    self._claim_sqlite_lock()
+                taken = time.monotonic()  # on SQLite, BEGIN IMMEDIATE took it
+                _prepare_work_tables(conn, self.sql_folder)
+                if stage is not None:
+                    stage(conn)
+                WRITE_LOCK.waited += taken - asked
+                WRITE_LOCK.writes += 1
+                yield conn
+        finally:
+            if taken is not None:  # held until the commit or rollback ended
+                WRITE_LOCK.held += time.monotonic() - taken
 
     def _take_advisory_lock(self, conn: Connection) -> None:
         if conn.exec_driver_sql("SELECT pg_try_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,)).scalar():

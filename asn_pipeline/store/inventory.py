@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -79,12 +80,19 @@ def upsert_lookups(
     its commit is exact (invariant 1).
     """
     params = {"run_id": run_id, "now": now}
-    with inventory.write() as conn:
+
+    def stage(conn: Connection) -> None:
         bulk_insert(conn, "w_lookups", LOOKUP_COLUMNS, frame_rows(lookups, LOOKUP_COLUMNS))
+        if cymru is not None:
+            for table, columns, rows, _ in _cymru_writes(cymru):
+                bulk_insert(conn, table, columns, rows)
+
+    with inventory.write(stage) as conn:
         addresses, new_addresses, asn_changes = run(conn, "inventory", "lookup_summary").one()
         new_asns = run(conn, "inventory", "new_asns").scalar_one()
         if cymru is not None:
-            _write_cymru_cache(conn, cymru)
+            for *_, statement in _cymru_writes(cymru):
+                run(conn, "inventory", statement)
         run(conn, "inventory", "collect_touched_ips")
         analyze(conn, "w_ips")
         track_asn_changes(conn)
@@ -107,12 +115,12 @@ def upsert_lookups(
     )
 
 
-def _write_cymru_cache(conn: Connection, cymru: CymruResult) -> None:
-    for table, columns, rows, statement in (
+def _cymru_writes(cymru: CymruResult) -> list[tuple[str, Sequence[str], list[tuple], str]]:
+    """Team Cymru's new answers: each work table with its rows (loaded before the write lock)
+    and the statement that upserts them into the cache (under it)."""
+    writes = [
         ("w_cymru_prefixes", PREFIX_COLUMNS, cymru.prefixes, "upsert_cymru_prefixes"),
         ("w_cymru_unrouted", UNROUTED_COLUMNS, cymru.unrouted, "upsert_cymru_unrouted"),
         ("w_cymru_names", NAME_COLUMNS, cymru.names, "upsert_cymru_names"),
-    ):
-        if rows:
-            bulk_insert(conn, table, columns, rows)
-            run(conn, "inventory", statement)
+    ]
+    return [write for write in writes if write[2]]

@@ -85,19 +85,22 @@ def replace_day(
         "now": dt.datetime.now(dt.UTC),
     }
     fragments = parsed.fragments
-    with inventory.write() as conn:
-        reports = [
-            (r.logical_name, r.name, r.size_bytes, r.lines_read, r.events_read)
-            + (r.rejected_lines, r.status)
-            for r in parsed.file_reports
-        ]
+    reports = [
+        (r.logical_name, r.name, r.size_bytes, r.lines_read, r.events_read)
+        + (r.rejected_lines, r.status)
+        for r in parsed.file_reports
+    ]
+
+    def stage(conn: Connection) -> None:
         bulk_insert(conn, "w_source_files", SOURCE_FILE_COLUMNS, reports)
+        bulk_insert(conn, "w_fragments", FRAGMENT_COLUMNS, frame_rows(fragments, FRAGMENT_COLUMNS))
+
+    with inventory.write(stage) as conn:
         if not allow_shrink:
             lines_now = int(fragments["event_count"].sum()) + len(parsed.rejected)
             problems = _shrinkage(conn, day, lines_now)
             if problems:
                 raise DayWouldShrink(day, problems)
-        bulk_insert(conn, "w_fragments", FRAGMENT_COLUMNS, frame_rows(fragments, FRAGMENT_COLUMNS))
         for name in (
             "collect_touched_sessions",
             "collect_other_fragments",
