@@ -102,20 +102,25 @@ class Inventory:
 
         It takes the single write lock: PostgreSQL's advisory lock, or SQLite's own (``BEGIN
         IMMEDIATE``, so concurrent writers queue behind ``busy_timeout`` instead of failing on a
-        lock upgrade). ``stage`` loads the write's own rows into its work tables before the block
-        runs. ``WRITE_LOCK`` adds up the time waited for and held.
+        lock upgrade). ``stage`` loads the write's own rows into its work tables first: on
+        PostgreSQL before the lock is taken (temporary tables are the connection's own, so the
+        load needs no lock and runs while another writer holds it); on SQLite, whose lock comes
+        with the transaction, after. ``WRITE_LOCK`` adds up the time waited for and held.
         """
         asked, taken = time.monotonic(), None
         try:
             with self.engine.begin() as conn:
-                if self.dialect == "postgresql":
-                    self._take_advisory_lock(conn)
-                else:
+                postgres = self.dialect == "postgresql"
+                if not postgres:
+                    taken = time.monotonic()  # BEGIN IMMEDIATE took it
                     self._claim_sqlite_lock()
-                taken = time.monotonic()  # on SQLite, BEGIN IMMEDIATE took it
                 _prepare_work_tables(conn, self.sql_folder)
                 if stage is not None:
                     stage(conn)
+                if postgres:
+                    asked = time.monotonic()
+                    self._take_advisory_lock(conn)
+                    taken = time.monotonic()
                 WRITE_LOCK.waited += taken - asked
                 WRITE_LOCK.writes += 1
                 yield conn
