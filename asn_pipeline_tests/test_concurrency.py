@@ -270,3 +270,31 @@ def test_a_dagster_instance_on_postgres_records_the_run(
         ).scalar_one()
     engine.dispose()
     assert materialised == 4
+
+
+def test_a_write_loads_its_work_tables_while_another_holds_the_lock_on_postgresql_only(db_url):
+    """PostgreSQL: a second writer's ``stage`` (its work tables, the connection's own) runs while
+    the first holds the write lock, and its statements wait for the lock. SQLite: its lock comes
+    with the transaction, so the stage waits too. Either way, WRITE_LOCK counts the wait."""
+    from asn_pipeline.store.database import WRITE_LOCK
+
+    holder, writer = Inventory(db_url), Inventory(db_url)
+    ensure_schema(holder)
+    staged, wrote = threading.Event(), threading.Event()
+
+    def second_write() -> None:
+        with writer.write(stage=lambda conn: staged.set()):
+            wrote.set()
+
+    waited_before = WRITE_LOCK.waited
+    thread = threading.Thread(target=second_write)
+    with holder.write():
+        thread.start()
+        postgres = holder.dialect == "postgresql"
+        assert staged.wait(5 if postgres else 1) is postgres
+        assert not wrote.wait(1)  # the write itself waits for the lock
+    thread.join(30)
+    assert staged.is_set() and wrote.is_set()
+    assert WRITE_LOCK.waited - waited_before >= 0.9  # the second write's wait, counted
+    holder.dispose()
+    writer.dispose()
