@@ -90,7 +90,7 @@ describe('the Dagster UI of a fresh demo instance', () => {
     // Room for the nodes' details (at 1600 x 1000 Dagster draws them as bare names).
     await page.setViewportSize(GRAPH_VIEWPORT);
     await openAssetGraph(page, instance.url);
-    const edges = await lineageEdges(page, [...ASSETS, ...SOURCES]);
+    const edges = await settledLineageEdges(page, [...ASSETS, ...SOURCES]);
     for (const edge of LINEAGE) assert.ok(edges.includes(edge), `${edge} in ${edges.join(', ')}`);
     for (const database of ['maxmind_asn_db', 'maxmind_city_db']) {
       assert.ok(
@@ -206,6 +206,21 @@ async function openAssetGraph(page, url) {
   }
   for (const name of [...ASSETS, ...SOURCES]) {
     await page.locator('foreignObject:not(.group)').getByText(name, { exact: true }).waitFor();
+  }
+}
+
+/**
+ * The graph's edges once the layout has settled: after "Expand all groups" the nodes move to
+ * their places while the edges may already be drawn, and a read in between matches no edge end
+ * to a node (CI saw "undefined -> undefined" once). Read again until the lineage is all there,
+ * for up to 15 s, and return the last read.
+ */
+async function settledLineageEdges(page, names) {
+  const deadline = Date.now() + 15000;
+  for (;;) {
+    const edges = await lineageEdges(page, names);
+    if (LINEAGE.every((edge) => edges.includes(edge)) || Date.now() > deadline) return edges;
+    await page.waitForTimeout(250);
   }
 }
 
