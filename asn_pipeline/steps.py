@@ -11,6 +11,7 @@ import dagster as dg
 from asn_pipeline.lookup.enrich import Lookups
 from asn_pipeline.store.database import Inventory, is_transient
 from asn_pipeline.store.derived import StatisticsWritten, day_figures
+from asn_pipeline.store.sessions import SessionsWritten
 
 # Transient failures (a busy SQLite database, a dropped PostgreSQL connection) are retried with
 # backoff: every write step is all or nothing, so a retry starts from the previous state.
@@ -20,6 +21,10 @@ RETRY_POLICY = dg.RetryPolicy(
 # Run tag that lets cowrie_sessions replace days with less than they hold (as its allow_shrink).
 ALLOW_SHRINK_TAG = "asn_pipeline/allow_shrink"
 STATISTICS_ASSET = "asn_statistics"
+
+# A day with more rejected lines than this is written by cowrie_sessions itself, streaming them
+# from their spool, rather than handed to the inventory step in memory (store.sessions.DayWrite).
+STAGED_REJECTED_LINES_MAX = 100_000
 
 
 @contextmanager
@@ -180,4 +185,15 @@ def cymru_metadata(lookups: Lookups) -> dict[str, object]:
         "cymru_pending_addresses": stats.pending,
         "cymru_seconds": dg.MetadataValue.float(stats.seconds),
         "cymru_qps_of_step": dg.MetadataValue.float(stats.qps),
+    }
+
+
+def written_metadata(written: Sequence[SessionsWritten]) -> dict[str, object]:
+    """What writing the days did: the sessions they own, spanning days and reusing ids."""
+    sessions_owned = sum(w.sessions_owned for w in written)
+    return {
+        "sessions_owned_by_day": sessions_owned,
+        "sessions_spanning_days": sum(w.sessions_spanning_days for w in written),
+        "reused_session_ids": sum(w.reused_session_ids for w in written),
+        "dagster/row_count": sessions_owned,
     }

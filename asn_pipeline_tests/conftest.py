@@ -174,6 +174,14 @@ class Pipeline:
             },
         )
 
+    def latest_metadata(self, asset: str, day: dt.date) -> dict:
+        """The metadata of the newest materialisation of ``asset``'s partition ``day``."""
+        [record] = self.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[day.isoformat()]),
+            limit=1,
+        ).records
+        return record.asset_materialization.metadata
+
     def other(self, request, tmp_path: Path, name: str) -> Pipeline:
         """A pipeline on a second, empty inventory of the same backend, same logs and instance."""
         if self.backend == "postgres":

@@ -25,7 +25,7 @@ from asn_pipeline_tests.test_invariants import BOGONS, DAYS, write_week
 CHECKS = {
     ingest.FILES_READABLE: ("cowrie_sessions", "WARN", False),
     ingest.REJECTED_LINES: ("cowrie_sessions", "WARN", False),
-    ingest.SESSIONS_MERGED: ("cowrie_sessions", "ERROR", True),
+    ingest.SESSIONS_MERGED: ("cowrie_sessions", "ERROR", False),
     inventory.IP_COUNTERS: ("ip_inventory", "ERROR", True),
     inventory.BOGONS_NOT_ENRICHED: ("ip_inventory", "ERROR", True),
     inventory.NO_DANGLING_CURRENT_ASN: ("ip_inventory", "ERROR", True),
@@ -277,10 +277,10 @@ def test_a_failing_blocking_check_stops_asn_statistics(week: Pipeline):
     assert evaluations(result)[inventory.ASN_COUNTERS].blocking
     assert not result.asset_materializations_for_node("asn_statistics")
     started = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
-    assert "inventory_checks" in started and "asn_statistics" not in started
+    assert "day_checks" in started and "asn_statistics" not in started
     messages = [entry.user_message for entry in week.instance.all_logs(result.run_id)]
     assert any(
-        m.startswith("Dependencies for step asn_statistics failed: ['inventory_checks'")
+        m.startswith("Dependencies for step asn_statistics failed: ['day_checks'")
         and m.endswith("Not executing.")
         for m in messages
     )

@@ -250,7 +250,7 @@ def test_a_day_without_files_succeeds_with_zero_rows(pipeline: Pipeline):
     [result] = pipeline.run(DAY)
 
     assert result.success
-    metadata = result.asset_materializations_for_node("cowrie_sessions")[0].metadata
+    metadata = pipeline.latest_metadata("cowrie_sessions", DAY)
     assert metadata["file_count"].value == 0
     assert metadata["sessions_owned_by_day"].value == 0
     assert len(pipeline.table("sessions")) == 0

@@ -252,7 +252,8 @@ def test_every_asn_reference_exists_in_asn_inventory(week: Pipeline):
 @pytest.mark.parametrize(
     ("table", "step", "upstream"),
     [
-        ("session_fragments", "cowrie_sessions", []),
+        # In a run of the daily job the inventory step writes the day with its lookups.
+        ("session_fragments", "inventory.upsert_inventory", []),
         ("ip_inventory", "inventory.upsert_inventory", ["cowrie_sessions"]),
         ("asn_daily_stats", "asn_statistics", ["cowrie_sessions", "ip_inventory", "asn_inventory"]),
     ],

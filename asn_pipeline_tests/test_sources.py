@@ -243,14 +243,6 @@ def test_the_column_schemas_match_the_migrated_tables(pipeline):
         inventory.dispose()
 
 
-def latest_metadata(pipeline, asset: str, day: dt.date) -> dict:
-    [record] = pipeline.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[day.isoformat()]),
-        limit=1,
-    ).records
-    return record.asset_materialization.metadata
-
-
 def test_a_run_records_column_lineage_figures_to_plot_and_the_change_of_top_asns(pipeline, logs):
     before = D - dt.timedelta(days=1)
     logs.session("sensor-a", "p1", "45.10.0.1", ts(before, 1))
@@ -263,7 +255,7 @@ def test_a_run_records_column_lineage_figures_to_plot_and_the_change_of_top_asns
 
     pipeline.run(before, D)
 
-    ips = latest_metadata(pipeline, "ip_inventory", D)
+    ips = pipeline.latest_metadata("ip_inventory", D)
     lineage = ips["dagster/column_lineage"].value
     assert lineage.deps_by_column["current_asn"] == [
         dg.TableColumnDep(dg.AssetKey("maxmind_asn_db"), "autonomous_system_number")
@@ -276,13 +268,13 @@ def test_a_run_records_column_lineage_figures_to_plot_and_the_change_of_top_asns
     for key in ("step_seconds", "upsert_seconds", "lookup_seconds", "cymru_step_seconds"):
         assert isinstance(ips[key], dg.FloatMetadataValue) and ips[key].value >= 0, key
 
-    ingest = latest_metadata(pipeline, "cowrie_sessions", D)
+    ingest = pipeline.latest_metadata("cowrie_sessions", D)
     assert (ingest["sessions_owned_by_day"].value, ingest["rejected_lines"].value) == (5, 1)
     assert "sensor" in ingest["dagster/column_lineage"].value.deps_by_column
-    asns = latest_metadata(pipeline, "asn_inventory", D)
+    asns = pipeline.latest_metadata("asn_inventory", D)
     assert "unique_ip_count" in asns["dagster/column_lineage"].value.deps_by_column
 
-    stats = latest_metadata(pipeline, "asn_statistics", D)
+    stats = pipeline.latest_metadata("asn_statistics", D)
     assert stats["sessions"].value == 5 and stats["sessions_without_asn"].value == 1
     assert (stats["unique_addresses"].value, stats["new_addresses"].value) == (4, 2)
     for metadata in (ingest, asns, stats):
@@ -293,7 +285,7 @@ def test_a_run_records_column_lineage_figures_to_plot_and_the_change_of_top_asns
         "| AS64496 | Example Hosting A | 3 | +1 | 2 | 1 |",
         "| AS64498 | Example Mobile C | 1 | new | 1 | 1 |",
     ]
-    first = latest_metadata(pipeline, "asn_statistics", before).get("top_asns").value
+    first = pipeline.latest_metadata("asn_statistics", before).get("top_asns").value
     assert "| AS64496 | Example Hosting A | 2 | new | 2 | 2 |" in first.splitlines()
 
 
@@ -303,7 +295,7 @@ def test_a_range_run_keeps_its_column_lineage(pipeline, logs):
 
     pipeline.run_range(D - dt.timedelta(days=1), D)
 
-    metadata = latest_metadata(pipeline, "ip_inventory", D)
+    metadata = pipeline.latest_metadata("ip_inventory", D)
     assert "dagster/column_lineage" in metadata
     assert isinstance(metadata["range_step_seconds"], dg.FloatMetadataValue)
     assert "step_seconds" not in metadata

@@ -50,9 +50,10 @@ def measure_stages(workload: Workload, db_url: str, _args: argparse.Namespace) -
     from asn_pipeline.cowrie import files_for_day, parse_day
     from asn_pipeline.lookup.enrich import look_up
     from asn_pipeline.lookup.maxmind import MaxMindLookup
-    from asn_pipeline.store import Inventory, audit, derived, sessions
+    from asn_pipeline.store import Inventory, audit, derived, step_outputs
     from asn_pipeline.store import inventory as store
     from asn_pipeline.store.schema import ensure_schema
+    from asn_pipeline.store.sessions import DayWrite
 
     inventory = Inventory(db_url)
     ensure_schema(inventory)
@@ -60,17 +61,21 @@ def measure_stages(workload: Workload, db_url: str, _args: argparse.Namespace) -
     timer = _Timer()
     with timer("parse"):
         parsed = parse_day(files_for_day(workload.landing, day).files)
-    with timer("write_sessions"):
-        sessions.replace_day(inventory, day, parsed, run_id)
+        write = DayWrite.of(day, parsed, run_id, in_memory=True)
+    with timer("hand_on"):  # cowrie_sessions stages the day, the inventory step reads it back
+        step_outputs.stage_day(inventory, day, run_id, write, write.addresses)
+        addresses = step_outputs.fetch(
+            inventory, step_outputs.staged(run_id, day, step_outputs.STAGED_ADDRESSES)
+        )
+        write = step_outputs.fetch(inventory, step_outputs.staged(run_id, day))
     with timer("lookup"):
-        addresses = store.day_addresses(inventory, day)
         maxmind = MaxMindLookup(workload.asn_db)
         lookups = look_up(addresses, maxmind)
         maxmind.close()
-    with timer("upsert_inventory"):
-        store.upsert_lookups(inventory, lookups.addresses, run_id, dt.datetime.now(dt.UTC))
-    with timer("snapshot_sessions"):
-        derived.snapshot_session_asns(inventory, day)
+    with timer("write_day"):  # sessions with their ASN, addresses and counters: one transaction
+        store.upsert_lookups(
+            inventory, lookups.addresses, run_id, dt.datetime.now(dt.UTC), day=write
+        )
     with timer("statistics"):
         derived.refresh_statistics(inventory)
         derived.day_statistics(inventory, day)

@@ -42,6 +42,9 @@ class Lookups:
     asn_build: DatabaseBuild
     city_build: DatabaseBuild | None
     cymru: CymruResult | None = None
+    # The run whose staged day these are the addresses of (store.step_outputs.stage_day): the
+    # inventory step writes that day with them.
+    staged_by_run: str | None = None
 
 
 def look_up(addresses: Iterable[str], maxmind: MaxMindLookup) -> Lookups:

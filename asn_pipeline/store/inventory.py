@@ -20,6 +20,7 @@ from asn_pipeline.store.derived import (
     refresh_ip_counters,
     track_asn_changes,
 )
+from asn_pipeline.store.sessions import DayWrite, SessionsWritten, stage_day, write_day
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class InventoryWritten:
     asn_changes: int
     new_asns: int
     refreshed: StatisticsWritten | None = None  # what ``settle`` recomputed
+    sessions: SessionsWritten | None = None  # the day written with the lookups, if any
 
 
 def day_addresses(
@@ -68,10 +70,15 @@ def upsert_lookups(
     now: dt.datetime,
     cymru: CymruResult | None = None,
     *,
+    day: DayWrite | None = None,
     settle: bool = False,
 ) -> InventoryWritten:
     """Write the lookups: Team Cymru's new answers to its cache, ASN rows, then addresses,
     their ASN history and counters, in one transaction.
+
+    With ``day``, the day's sessions are written in the same transaction, after the ASN rows
+    and before the addresses' counters (``store.sessions.write_day``): each session row once,
+    with the ASN its address's lookup gives, so that the backfill step finds nothing to change.
 
     Referential integrity holds at every commit: an address's ``current_asn`` is inserted into
     ``asn_inventory`` before the address points at it, in the same transaction. The cache and
@@ -86,6 +93,8 @@ def upsert_lookups(
         if cymru is not None:
             for table, columns, rows, _ in _cymru_writes(cymru):
                 bulk_insert(conn, table, columns, rows)
+        if day is not None:
+            stage_day(conn, day)
 
     with inventory.write(stage) as conn:
         addresses, new_addresses, asn_changes = run(conn, "inventory", "lookup_summary").one()
@@ -93,10 +102,15 @@ def upsert_lookups(
         if cymru is not None:
             for *_, statement in _cymru_writes(cymru):
                 run(conn, "inventory", statement)
+        run(conn, "inventory", "upsert_asns", **params)
+        sessions = None
+        if day is not None:
+            sessions = write_day(conn, day)
+            # Its touched addresses are queued in stale_ips, which the next statement reads.
+            run(conn, "inventory", "forget_touched_ips")
         run(conn, "inventory", "collect_touched_ips")
         analyze(conn, "w_ips")
         track_asn_changes(conn)
-        run(conn, "inventory", "upsert_asns", **params)
         collect_ip_counters(conn)
         for name in ("upsert_ips", "record_asn_history"):
             run(conn, "inventory", name, **params)
@@ -111,7 +125,7 @@ def upsert_lookups(
                 run(conn, "inventory", name)
             refreshed = drain_queues(conn)
     return InventoryWritten(
-        addresses or 0, new_addresses or 0, asn_changes or 0, new_asns, refreshed
+        addresses or 0, new_addresses or 0, asn_changes or 0, new_asns, refreshed, sessions
     )
 
 

@@ -3,9 +3,12 @@ transaction."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+import pandas as pd
 from sqlalchemy.engine import Connection
 
 from asn_pipeline.cowrie import FRAGMENT_COLUMNS, ParsedDay
@@ -56,6 +59,62 @@ class SessionsWritten:
     refreshed: StatisticsWritten | None
 
 
+@dataclass
+class DayWrite:
+    """What replacing one day writes: its fragments, the files read and the lines rejected.
+
+    Built from a ``ParsedDay``; with ``in_memory`` its rejected lines are read from their spool
+    into lists, so that the value pickles and can be written by a later step (the inventory
+    step of the same run, or of a later one: ``store.step_outputs.stage_day``).
+    """
+
+    day: dt.date
+    fragments: pd.DataFrame
+    source_files: list[tuple]
+    rejected: Iterable[list[tuple]]
+    lines: int  # events plus rejected lines: what the day will account for
+    run_id: str | None  # the run that read the files
+    allow_shrink: bool = False
+
+    @classmethod
+    def of(
+        cls,
+        day: dt.date,
+        parsed: ParsedDay,
+        run_id: str | None,
+        *,
+        allow_shrink: bool = False,
+        in_memory: bool = False,
+    ) -> DayWrite:
+        reports = [
+            (r.logical_name, r.name, r.size_bytes, r.lines_read, r.events_read)
+            + (r.rejected_lines, r.status)
+            for r in parsed.file_reports
+        ]
+        batches = (
+            [
+                (day, r.source_file, r.line_number, r.reason, r.raw_line, r.line_bytes)
+                + (r.line_sha256, run_id)
+                for r in batch
+            ]
+            for batch in parsed.rejected.batches()
+        )
+        return cls(
+            day,
+            parsed.fragments,
+            reports,
+            list(batches) if in_memory else batches,
+            int(parsed.fragments["event_count"].sum()) + len(parsed.rejected),
+            run_id,
+            allow_shrink,
+        )
+
+    @property
+    def addresses(self) -> list[str]:
+        """The day's distinct source addresses, in order."""
+        return sorted(self.fragments["src_ip"].unique().tolist())
+
+
 def replace_day(
     inventory: Inventory,
     day: dt.date,
@@ -66,89 +125,108 @@ def replace_day(
     settle: bool = False,
 ) -> SessionsWritten:
     """Make ``day``'s fragments, source files and rejected lines exactly what ``parsed`` read,
-    and re-merge the sessions they belong to.
+    and re-merge the sessions they belong to, in a transaction of their own (``write_day``).
+
+    The keys whose counters and statistics change are queued in ``stale_*``; with ``settle``
+    they are recomputed in this transaction. Raises ``DayWouldShrink``, and writes nothing, if
+    the day would lose lines (``check_shrinkage``), unless ``allow_shrink``.
+    """
+    write = DayWrite.of(day, parsed, run_id, allow_shrink=allow_shrink)
+    with inventory.write(lambda conn: stage_day(conn, write)) as conn:
+        written = write_day(conn, write)
+        refreshed = drain_queues(conn) if settle else None
+    return dataclasses.replace(written, refreshed=refreshed)
+
+
+def stage_day(conn: Connection, write: DayWrite) -> None:
+    """Load the day's files and fragments into their work tables (before the write lock)."""
+    bulk_insert(conn, "w_source_files", SOURCE_FILE_COLUMNS, write.source_files)
+    bulk_insert(
+        conn, "w_fragments", FRAGMENT_COLUMNS, frame_rows(write.fragments, FRAGMENT_COLUMNS)
+    )
+
+
+def write_day(conn: Connection, write: DayWrite) -> SessionsWritten:
+    """Replace the day staged by ``stage_day``, in the caller's write transaction.
 
     A session is the fragments of one (sensor, session id) on consecutive days: the islands that
     hold the day before, the day and the day after are rebuilt from all their fragments, so a
     session spanning midnight stays one row owned by its first day whatever the order of runs,
-    and an id reused after a gap stays another session. The keys whose counters and statistics
-    change are queued in ``stale_*``; with ``settle`` they are recomputed in this transaction.
-
-    Raises ``DayWouldShrink``, and writes nothing, if a file an earlier run read is gone or holds
-    fewer lines, or the day would account for fewer lines than it does, unless ``allow_shrink``.
+    and an id reused after a gap stays another session. Each session row is written with its
+    ASN snapshot: the ASN ``w_lookups`` gives its address where the caller is upserting the
+    day's lookups in the same transaction (``store.inventory.upsert_lookups``), else the
+    address's current ASN. Stale keys are queued; ``w_ips`` is left holding the addresses of the
+    touched sessions.
     """
+    day = write.day
     params = {
         "day": day,
         "previous_day": day - dt.timedelta(days=1),
         "next_day": day + dt.timedelta(days=1),
-        "run_id": run_id,
+        "run_id": write.run_id,
         "now": dt.datetime.now(dt.UTC),
     }
-    fragments = parsed.fragments
-    reports = [
-        (r.logical_name, r.name, r.size_bytes, r.lines_read, r.events_read)
-        + (r.rejected_lines, r.status)
-        for r in parsed.file_reports
-    ]
-
-    def stage(conn: Connection) -> None:
-        bulk_insert(conn, "w_source_files", SOURCE_FILE_COLUMNS, reports)
-        bulk_insert(conn, "w_fragments", FRAGMENT_COLUMNS, frame_rows(fragments, FRAGMENT_COLUMNS))
-
-    with inventory.write(stage) as conn:
-        if not allow_shrink:
-            lines_now = int(fragments["event_count"].sum()) + len(parsed.rejected)
-            problems = _shrinkage(conn, day, lines_now)
-            if problems:
-                raise DayWouldShrink(day, problems)
-        for name in (
-            "collect_touched_sessions",
-            "collect_other_fragments",
-            "collect_islands",
-            "collect_old_sessions",
-            "collect_old_island_sessions",
-        ):
-            run(conn, "sessions", name, **params)
-        analyze(conn, "w_sessions", "w_old_sessions", "w_other_fragments", "w_islands")
-        for name in (
-            "merge_single_day_sessions",
-            "merge_island_sessions",
-            "collect_touched_ips",
-            "mark_days_of_old_sessions",
-            "remember_first_dates",
-            "delete_day_fragments",
-            "insert_day_fragments",
-            "delete_touched_sessions",
-            "insert_merged_sessions",
-            "mark_days_of_merged_sessions",
-            "mark_days_of_first_date_changes",
-            "mark_touched_ips",
-            "delete_day_rejects",
-            "delete_day_source_files",
-            "insert_day_source_files",
-        ):
-            run(conn, "sessions", name, **params)
-        for batch in parsed.rejected.batches():
-            rows = [
-                (day, r.source_file, r.line_number, r.reason, r.raw_line, r.line_bytes)
-                + (r.line_sha256, run_id)
-                for r in batch
-            ]
-            bulk_insert(conn, "rejected_events", REJECT_COLUMNS, rows)
-        summary = run(conn, "sessions", "day_session_summary", **params).one()
-        # A new day is missing from the planner's statistics, which then expects a few thousand
-        # of its rows where there are hundreds of thousands and plans the following steps' joins
-        # as index probes per row; refresh them now (PostgreSQL; a sample, well under a second).
-        analyze(conn, "sessions", "session_fragments")
-        refreshed = drain_queues(conn) if settle else None
-    return SessionsWritten(*summary, refreshed)
+    if not write.allow_shrink:
+        check_shrinkage(conn, write)
+    for name in (
+        "collect_touched_sessions",
+        "collect_other_fragments",
+        "collect_islands",
+        "collect_old_sessions",
+        "collect_old_island_sessions",
+    ):
+        run(conn, "sessions", name, **params)
+    analyze(conn, "w_sessions", "w_old_sessions", "w_other_fragments", "w_islands")
+    for name in (
+        "merge_single_day_sessions",
+        "merge_island_sessions",
+        "collect_touched_ips",
+        "mark_days_of_old_sessions",
+        "remember_first_dates",
+        "delete_day_fragments",
+        "insert_day_fragments",
+        "delete_touched_sessions",
+        "insert_merged_sessions",
+        "mark_days_of_merged_sessions",
+        "mark_days_of_first_date_changes",
+        "mark_touched_ips",
+        "delete_day_rejects",
+        "delete_day_source_files",
+        "insert_day_source_files",
+    ):
+        run(conn, "sessions", name, **params)
+    for rows in write.rejected:
+        bulk_insert(conn, "rejected_events", REJECT_COLUMNS, rows)
+    # This write supersedes every day staged earlier for a later step to write.
+    run(conn, "step_outputs", "forget_staged_days", day=day.isoformat(), now=params["now"])
+    summary = run(conn, "sessions", "day_session_summary", **params).one()
+    # A new day is missing from the planner's statistics, which then expects a few thousand
+    # of its rows where there are hundreds of thousands and plans the following steps' joins
+    # as index probes per row; refresh them now (PostgreSQL; a sample, well under a second).
+    analyze(conn, "sessions", "session_fragments")
+    return SessionsWritten(*summary, None)
 
 
-def _shrinkage(conn: Connection, day: dt.date, lines_now: int) -> list[str]:
+def check_shrinkage(conn: Connection, write: DayWrite) -> None:
+    """Raise ``DayWouldShrink`` if the day would lose lines: a file an earlier run read is gone
+    or holds fewer lines, or the day would account for fewer lines than it does. Reads only:
+    the ingest step runs it before handing the day on, and the write again under its lock."""
+    problems = _shrinkage(conn, write.day, write.source_files, write.lines)
+    if problems:
+        raise DayWouldShrink(write.day, problems)
+
+
+def _shrinkage(
+    conn: Connection, day: dt.date, source_files: list[tuple], lines_now: int
+) -> list[str]:
     """What the day would lose: files gone or shorter than when read, or fewer lines in all
     (events plus rejected lines; days ingested before files were recorded have only this)."""
+    lines_read = {row[0]: row[3] for row in source_files}  # logical name -> lines
     problems = []
-    for name, source_file, had, now, run_id in run(conn, "sessions", "lost_source_files", day=day):
+    for name, source_file, had, run_id in run(conn, "sessions", "day_source_files", day=day):
+        now = lines_read.get(name)
+        if now is not None and now >= had:
+            continue
         read_by = f", read by run {run_id}" if run_id else ""
         if now is None:
             problems.append(f"{source_file} is missing (it had {had} lines{read_by})")

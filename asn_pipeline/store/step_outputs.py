@@ -6,6 +6,11 @@ keeps each op output here instead, pickled and compressed, keyed by the run and 
 it. These rows are working state, not inventory: they are written outside the inventory write
 lock (each belongs to one run's step alone), and rows older than ``RETENTION`` are pruned on
 every write.
+
+A day read by ``cowrie_sessions`` in a run that also materialises ``ip_inventory`` is kept here
+too (``stage_day``): the inventory step writes it, with the day's lookups, in one transaction.
+Such a row is kept until a write of its day consumes or supersedes it, however old: until then
+it is the only record that the day's files were read and not yet written.
 """
 
 from __future__ import annotations
@@ -26,6 +31,13 @@ RETENTION = dt.timedelta(days=7)
 # shrinks several times over in well under a second (PostgreSQL's own TOAST compression of the
 # same bytes took longer than the write, so the column is stored uncompressed there).
 COMPRESSION_LEVEL = 1
+
+
+# The keys of a staged day: (reading run, STAGED_BY, STAGED_DAY or STAGED_ADDRESSES, the day);
+# sql/queries/step_outputs.sql names them too.
+STAGED_BY = "cowrie_sessions"
+STAGED_DAY = "staged_day"
+STAGED_ADDRESSES = "staged_addresses"
 
 
 class StepOutputMissing(LookupError):
@@ -84,3 +96,35 @@ def fetch(inventory: Inventory, key: StepOutputKey) -> object:
             "instead of re-executing the old run."
         )
     return pickle.loads(zlib.decompress(row.payload))
+
+
+def stage_day(
+    inventory: Inventory, day: dt.date, run_id: str, write: object, addresses: list[str]
+) -> int:
+    """Keep a day read by ``run_id`` (a ``store.sessions.DayWrite``) and its distinct addresses
+    for the inventory step to write; returns their size."""
+    now = dt.datetime.now(dt.UTC)
+    mapping = day.isoformat()
+    # The addresses first: a day row found by ``newest_staged_day`` always has its addresses.
+    size = keep(
+        inventory, StepOutputKey(run_id, STAGED_BY, STAGED_ADDRESSES, mapping), addresses, now
+    )
+    return size + keep(inventory, StepOutputKey(run_id, STAGED_BY, STAGED_DAY, mapping), write, now)
+
+
+def newest_staged_day(inventory: Inventory, day: dt.date) -> str | None:
+    """The run that most recently staged ``day`` and whose day no write has consumed yet."""
+    with inventory.read() as conn:
+        return run(
+            conn,
+            "step_outputs",
+            "newest_staged_day",
+            step_key=STAGED_BY,
+            output_name=STAGED_DAY,
+            day=day.isoformat(),
+        ).scalar()
+
+
+def staged(run_id: str, day: dt.date, output_name: str = STAGED_DAY) -> StepOutputKey:
+    """The key of a day staged by ``run_id`` (or of its addresses)."""
+    return StepOutputKey(run_id, STAGED_BY, output_name, day.isoformat())

@@ -25,6 +25,7 @@ from asn_pipeline.resources import (
 from asn_pipeline.steps import (
     ALLOW_SHRINK_TAG,
     RETRY_POLICY,
+    STAGED_REJECTED_LINES_MAX,
     STATISTICS_ASSET,
     counts_table,
     describe_days,
@@ -34,10 +35,11 @@ from asn_pipeline.steps import (
     retry_only_transient,
     run_materialises,
     scoped_to_days,
+    written_metadata,
 )
 from asn_pipeline.store import inventory as inventory_store
-from asn_pipeline.store import sessions
-from asn_pipeline.store.sessions import SessionsWritten
+from asn_pipeline.store import sessions, step_outputs
+from asn_pipeline.store.sessions import DayWrite, SessionsWritten
 from asn_pipeline.tables import CODE_VERSION, OWNERS, column_lineage, table_metadata
 
 
@@ -79,8 +81,12 @@ def cowrie_sessions(
     # Without asn_statistics in the run, nothing later in it recomputes the counters these
     # writes change: the last one does so itself, in its transaction.
     settle = not run_materialises(context, STATISTICS_ASSET)
+    # In a run that materialises ip_inventory too, a day is only read and checked here, and
+    # written by the inventory step with its lookups, each session once with its ASN.
+    hand_on = len(days) == 1 and run_materialises(context, "ip_inventory")
     inventory = inventory_db.inventory
     read = []
+    staged: DayWrite | None = None
     with retry_only_transient():
         # The run's first step: a file the run needs and cannot use fails it here, before
         # anything is written, with the message the definitions no longer give at load.
@@ -98,16 +104,27 @@ def cowrie_sessions(
                     f"Not read: {skipped.name} ({skipped.reason}: {skipped.detail})"
                 )
             with parse_day(found.files) as parsed:
-                written = sessions.replace_day(
-                    inventory,
-                    day,
-                    parsed,
-                    context.run_id,
-                    allow_shrink=allow_shrink,
-                    settle=settle and day == days[-1],
-                )
+                if hand_on and len(parsed.rejected) <= STAGED_REJECTED_LINES_MAX:
+                    write = DayWrite.of(
+                        day, parsed, context.run_id, allow_shrink=allow_shrink, in_memory=True
+                    )
+                    if not allow_shrink:  # fail here, before the lookups (and again under the lock)
+                        with inventory.read() as conn:
+                            sessions.check_shrinkage(conn, write)
+                    staged = write
+                    written = None
+                else:
+                    written = sessions.replace_day(
+                        inventory,
+                        day,
+                        parsed,
+                        context.run_id,
+                        allow_shrink=allow_shrink,
+                        settle=settle and day == days[-1],
+                    )
                 read.append(DayRead.of(day, found, parsed, written))
-            report_refreshed_days(context, inventory, written.refreshed, days)
+            if written is not None:
+                report_refreshed_days(context, inventory, written.refreshed, days)
         pending: dict[str, int] = {}
         if not run_materialises(context, "ip_inventory"):
             for day in days:
@@ -126,6 +143,19 @@ def cowrie_sessions(
             f"{pending['addresses_awaiting_lookup']} addresses are not looked up yet and "
             f"{pending['sessions_awaiting_asn_snapshot']} sessions have no ASN snapshot yet."
         )
+    if staged is not None:
+        with retry_only_transient():
+            size = step_outputs.stage_day(
+                inventory, staged.day, context.run_id, staged, staged.addresses
+            )
+        metadata["written_by"] = dg.MetadataValue.md(
+            "Read and checked here; the inventory step writes the day with its lookups "
+            "(`inventory.upsert_inventory`), then records this materialisation again with the "
+            "written figures (`sessions_owned_by_day` and the row count)."
+        )
+        metadata["staged_bytes"] = size
+        metadata["step_seconds"] = dg.MetadataValue.float(round(time.monotonic() - started, 3))
+        return dg.MaterializeResult(metadata={**metadata, **column_lineage("sessions")})
     per_day = [
         (
             d.day.isoformat(),
@@ -159,10 +189,10 @@ class DayRead:
     reasons: Counter[str]
     blank_lines: int
     src_ip_conflicts: int
-    written: SessionsWritten
+    written: SessionsWritten | None  # None: handed to the inventory step to write
 
     @classmethod
-    def of(cls, day: dt.date, found: DayFiles, parsed: ParsedDay, written: SessionsWritten):
+    def of(cls, day: dt.date, found: DayFiles, parsed: ParsedDay, written: SessionsWritten | None):
         return cls(
             day,
             found.skipped,
@@ -183,7 +213,7 @@ def _metadata(read: list[DayRead]) -> dict[str, object]:
     reports = [r for d in read for r in d.file_reports]
     skipped = [s for d in read for s in d.skipped]
     reasons = sum((d.reasons for d in read), Counter())
-    sessions_owned = sum(d.written.sessions_owned for d in read)
+    written = [d.written for d in read if d.written is not None]
     return {
         "files": dg.MetadataValue.md(
             markdown_table(
@@ -204,14 +234,11 @@ def _metadata(read: list[DayRead]) -> dict[str, object]:
         "lines_read": sum(d.lines_read for d in read),
         "events_read": sum(d.events_read for d in read),
         "sessions_in_files": sum(d.sessions_in_files for d in read),
-        "sessions_owned_by_day": sessions_owned,
-        "sessions_spanning_days": sum(d.written.sessions_spanning_days for d in read),
-        "reused_session_ids": sum(d.written.reused_session_ids for d in read),
+        **(written_metadata(written) if len(written) == len(read) else {}),
         "rejected_lines": sum(d.rejected_lines for d in read),
         "rejected_by_reason": dg.MetadataValue.md(
             counts_table("reason", "lines", reasons.most_common())
         ),
         "blank_lines": sum(d.blank_lines for d in read),
         "src_ip_conflicts": sum(d.src_ip_conflicts for d in read),
-        "dagster/row_count": sessions_owned,
     }

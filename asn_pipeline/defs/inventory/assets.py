@@ -1,3 +1,4 @@
+import dataclasses
 import datetime as dt
 import time
 
@@ -18,9 +19,11 @@ from asn_pipeline.steps import (
     retry_only_transient,
     run_materialises,
     scoped_to_days,
+    written_metadata,
 )
-from asn_pipeline.store import derived
+from asn_pipeline.store import derived, step_outputs
 from asn_pipeline.store import inventory as store
+from asn_pipeline.store.sessions import DayWrite, SessionsWritten
 from asn_pipeline.tables import CODE_VERSION, OWNERS, column_lineage, table_metadata
 
 # The source assets whose files the lookups read.
@@ -35,16 +38,27 @@ SOURCE_DATABASES = ("maxmind_asn_db", "maxmind_city_db")
 def lookup_addresses(
     context: dg.OpExecutionContext, inventory_db: InventoryDatabase, maxmind: MaxMindDatabases
 ) -> Lookups:
-    """Classify the day's distinct source addresses and look up global ones in MaxMind."""
+    """Classify the day's distinct source addresses and look up global ones in MaxMind: those of
+    the day cowrie_sessions staged for this step's upsert to write, if any, else those of the
+    day's fragments."""
     days = partition_days(context)
+    inventory = inventory_db.inventory
     with retry_only_transient():
-        addresses = store.day_addresses(inventory_db.inventory, days[0], days[-1])
+        staged_by = step_outputs.newest_staged_day(inventory, days[0]) if len(days) == 1 else None
+        if staged_by is None:
+            addresses = store.day_addresses(inventory, days[0], days[-1])
+        else:
+            key = step_outputs.staged(staged_by, days[0], step_outputs.STAGED_ADDRESSES)
+            addresses = step_outputs.fetch(inventory, key)
         reader = maxmind.open()
         try:
-            lookups = look_up(addresses, reader)
+            lookups = dataclasses.replace(look_up(addresses, reader), staged_by_run=staged_by)
         finally:
             reader.close()
-    context.log.info(f"Looked up {len(lookups.addresses)} addresses of {describe_days(days)}")
+    staged = f" (staged by run {staged_by})" if staged_by else ""
+    context.log.info(
+        f"Looked up {len(lookups.addresses)} addresses of {describe_days(days)}{staged}"
+    )
     return lookups
 
 
@@ -59,23 +73,29 @@ def upsert_inventory(
     inventory_db: InventoryDatabase,
 ):
     """Upsert the lookups, and Team Cymru's new answers, into ip_inventory, asn_inventory and
-    the Cymru cache in one transaction."""
+    the Cymru cache in one transaction; with the day's sessions, where cowrie_sessions staged
+    the day for this step to write."""
     started = time.monotonic()
+    days = partition_days(context)
+    inventory = inventory_db.inventory
     with retry_only_transient():
+        staged = _staged_day(context, inventory_db, lookups)
         written = store.upsert_lookups(
-            inventory_db.inventory,
+            inventory,
             lookups.addresses,
             context.run_id,
             dt.datetime.now(dt.UTC),
             cymru=lookups.cymru,
+            day=staged,
         )
-        address_count = store.address_count(inventory_db.inventory)
+        address_count = store.address_count(inventory)
     upsert_seconds = dg.MetadataValue.float(round(time.monotonic() - started, 3))
+    if staged is not None and written.sessions is not None:
+        _report_day_written(context, staged, written.sessions)
     build, addresses = lookups.asn_build, lookups.addresses
     sources = lookups.addresses["asn_source"].value_counts()
     global_count = int((lookups.addresses["ip_class"] == "global").sum())
     covered = int(sources.get("maxmind", 0) + sources.get("cymru", 0))
-    days = partition_days(context)
     figures = {
         "asns": int(addresses["asn_number"].nunique()),
         "new_asns": written.new_asns,
@@ -107,11 +127,57 @@ def upsert_inventory(
             "maxmind_build_epoch": build.build_epoch,
             "maxmind_build": dt.datetime.fromtimestamp(build.build_epoch, dt.UTC).isoformat(),
             "day_addresses": written.addresses,
+            # The day's sessions were written here with their ASN: the backfill has none to set.
+            "sessions_written_with_asn": written.sessions is not None,
             "dagster/row_count": address_count,
             **_earlier_steps_seconds(context),
             "upsert_seconds": upsert_seconds,
         },
         "ip_summary",
+    )
+
+
+def _staged_day(
+    context: dg.OpExecutionContext, inventory_db: InventoryDatabase, lookups: Lookups
+) -> DayWrite | None:
+    """The day cowrie_sessions staged and these lookups are of, to write with them; ``None`` if
+    there is none, or a write of the day has superseded it since the lookup."""
+    if lookups.staged_by_run is None:
+        return None
+    key = step_outputs.staged(lookups.staged_by_run, partition_days(context)[0])
+    try:
+        return step_outputs.fetch(inventory_db.inventory, key)
+    except step_outputs.StepOutputMissing:
+        context.log.info(f"The day staged by run {lookups.staged_by_run} was written since")
+        return None
+
+
+def _report_day_written(
+    context: dg.OpExecutionContext, staged: DayWrite, written: SessionsWritten
+) -> None:
+    """cowrie_sessions' materialisation of the day this step wrote, recorded again with what
+    writing it did: the reading step's metadata and data version (the same inputs and code),
+    and the figures only the write knows."""
+    day = staged.day.isoformat()
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("cowrie_sessions"), asset_partitions=[day]),
+        limit=1,
+    ).records
+    read = records[0] if records and records[0].run_id == staged.run_id else None
+    read_by = "" if staged.run_id == context.run_id else f" (read by run {staged.run_id})"
+    context.log_event(
+        dg.AssetMaterialization(
+            asset_key="cowrie_sessions",
+            partition=day,
+            description=f"Written with the day's lookups by inventory.upsert_inventory{read_by}",
+            metadata={
+                **(read.asset_materialization.metadata if read else {}),
+                **written_metadata([written]),
+                "written_by_run": context.run_id,
+                **column_lineage("sessions"),
+            },
+            tags=read.asset_materialization.tags if read else None,
+        )
     )
 
 
@@ -132,15 +198,20 @@ def _earlier_steps_seconds(context: dg.OpExecutionContext) -> dict[str, dg.Float
 def backfill_session_asns(
     context: dg.OpExecutionContext, ip_summary: dict, inventory_db: InventoryDatabase
 ):
-    """Snapshot each of the day's sessions' current ASN into sessions.asn_number."""
+    """Snapshot each of the day's sessions' current ASN into sessions.asn_number (nothing to do
+    where the upsert wrote the day's sessions with it)."""
     started = time.monotonic()
     days = partition_days(context)
     # Without asn_statistics in the run, this last write recomputes the counters itself.
     settle = not run_materialises(context, STATISTICS_ASSET)
     with retry_only_transient():
-        changed, refreshed = derived.snapshot_session_asns(
-            inventory_db.inventory, days[0], days[-1], settle=settle
-        )
+        if ip_summary["sessions_written_with_asn"]:
+            changed = 0
+            refreshed = derived.refresh_statistics(inventory_db.inventory) if settle else None
+        else:
+            changed, refreshed = derived.snapshot_session_asns(
+                inventory_db.inventory, days[0], days[-1], settle=settle
+            )
     report_refreshed_days(context, inventory_db.inventory, refreshed, days)
     metadata = {
         **ip_summary,

@@ -1,12 +1,14 @@
 import datetime as dt
+from collections.abc import Iterator, Sequence, Set
 
 import dagster as dg
 
+from asn_pipeline.defs.ingest import checks as ingest_checks
 from asn_pipeline.defs.partitions import daily_partitions
 from asn_pipeline.resources import INVENTORY_POOL, InventoryDatabase
 from asn_pipeline.settings import CheckThresholds, check_thresholds
 from asn_pipeline.steps import partition_days, scoped_to_days
-from asn_pipeline.store import audit
+from asn_pipeline.store import Inventory, audit
 
 IP_ASSET = "ip_inventory"
 ASN_ASSET = "asn_inventory"
@@ -29,10 +31,13 @@ def _spec(name: str, asset: str, description: str, blocking: bool) -> dg.AssetCh
     )
 
 
-# Both assets come from one graph, always materialised together: one step reads the day's
-# addresses once for the checks of both.
+# One step checks the day for the three assets written in the inventory step's transaction
+# (cowrie_sessions' checks: defs/ingest/checks.py): it reads the day once, after that write, and
+# evaluates the checks the run selected (a run of cowrie_sessions alone, its three).
 @dg.multi_asset_check(
+    can_subset=True,
     specs=[
+        *ingest_checks.SPECS,
         _spec(
             IP_COUNTERS,
             IP_ASSET,
@@ -82,12 +87,30 @@ def _spec(name: str, asset: str, description: str, blocking: bool) -> dg.AssetCh
     ],
     pool=INVENTORY_POOL,
 )
-def inventory_checks(context: dg.AssetCheckExecutionContext, inventory_db: InventoryDatabase):
-    """The day's addresses and their ASNs, read once for the checks of ip_inventory and
-    asn_inventory."""
-    thresholds = check_thresholds()
+def day_checks(context: dg.AssetCheckExecutionContext, inventory_db: InventoryDatabase):
+    """The checks of cowrie_sessions, ip_inventory and asn_inventory the run selected."""
     days = partition_days(context)
-    addresses, asns = audit.inventory_audit(inventory_db.inventory, days[0], days[-1])
+    selected = context.selected_asset_check_keys
+    yield from ingest_checks.results(inventory_db.inventory, days, selected)
+    for check in _inventory_results(inventory_db.inventory, days, selected):
+        if (
+            dg.AssetCheckKey(dg.AssetKey.from_coercible(check.asset_key), check.check_name)
+            in selected
+        ):
+            yield check
+
+
+def _inventory_results(
+    inventory: Inventory, days: Sequence[dt.date], selected: Set[dg.AssetCheckKey]
+) -> Iterator[dg.AssetCheckResult]:
+    """The checks of ip_inventory and asn_inventory, from the day's addresses and their ASNs
+    read once for all of them."""
+    if not any(
+        key.asset_key in (dg.AssetKey(IP_ASSET), dg.AssetKey(ASN_ASSET)) for key in selected
+    ):
+        return
+    thresholds = check_thresholds()
+    addresses, asns = audit.inventory_audit(inventory, days[0], days[-1])
 
     def result(asset: str, name: str, passed: bool, metadata: dict, warn: bool = False):
         return dg.AssetCheckResult(

@@ -74,13 +74,15 @@ WHERE w.fragment_date = :previous_day
 
 -- name: merge_single_day_sessions
 -- An id with no fragment on another day is one session: its fragment of this day. asn_number
--- snapshots the address's current ASN.
+-- snapshots the address's ASN: the one its lookup gives where the write upserts the day's
+-- lookups too (w_lookups, empty otherwise), else its current one.
 INSERT INTO w_merged
     (sensor, session_id, src_ip, ingest_date, first_event_at, last_event_at, event_count,
      asn_number)
 SELECT f.sensor, f.session_id, f.src_ip, :day, f.first_event_at, f.last_event_at, f.event_count,
-       i.current_asn
+       CASE WHEN l.ip_address IS NOT NULL THEN l.asn_number ELSE i.current_asn END
 FROM w_fragments AS f
+LEFT JOIN w_lookups AS l ON l.ip_address = f.src_ip
 LEFT JOIN ip_inventory AS i ON i.ip_address = f.src_ip
 WHERE NOT EXISTS (
     SELECT 1 FROM w_other_fragments AS o
@@ -89,12 +91,16 @@ WHERE NOT EXISTS (
 
 -- name: merge_island_sessions
 -- One session per island that holds the previous day, the day or the next day, from all of its
--- fragments. Its first day owns it and gives its source address.
+-- fragments. Its first day owns it and gives its source address. The ASN snapshot as in
+-- merge_single_day_sessions for the day's own sessions; a session another day owns takes its
+-- address's current ASN (before this write's lookups, which are the day's).
 INSERT INTO w_merged
     (sensor, session_id, src_ip, ingest_date, first_event_at, last_event_at, event_count,
      asn_number)
 SELECT m.sensor, m.session_id, f.src_ip, m.island_start, m.first_event_at, m.last_event_at,
-       m.event_count, i.current_asn
+       m.event_count,
+       CASE WHEN m.island_start = :day AND l.ip_address IS NOT NULL THEN l.asn_number
+            ELSE i.current_asn END
 FROM (
     SELECT sensor, session_id, island_start, min(first_event_at) AS first_event_at,
            max(last_event_at) AS last_event_at, sum(event_count) AS event_count
@@ -104,6 +110,7 @@ FROM (
 ) AS m
 JOIN w_islands AS f
   ON f.sensor = m.sensor AND f.session_id = m.session_id AND f.fragment_date = m.island_start
+LEFT JOIN w_lookups AS l ON l.ip_address = f.src_ip
 LEFT JOIN ip_inventory AS i ON i.ip_address = f.src_ip;
 
 -- name: collect_touched_ips
@@ -195,13 +202,12 @@ SELECT :day, logical_name, source_file, size_bytes, lines_read, events_read, rej
        status, :now, :run_id
 FROM w_source_files;
 
--- name: lost_source_files
--- Files an earlier run of the day read that are gone now, or hold fewer lines than then.
-SELECT f.logical_name, f.source_file, f.lines_read, w.lines_read, f.ingested_by_run
-FROM source_files AS f
-LEFT JOIN w_source_files AS w ON w.logical_name = f.logical_name
-WHERE f.ingest_date = :day AND (w.logical_name IS NULL OR w.lines_read < f.lines_read)
-ORDER BY f.logical_name;
+-- name: day_source_files
+-- The files an earlier run of the day read (the shrinkage check compares them with the files now).
+SELECT logical_name, source_file, lines_read, ingested_by_run
+FROM source_files
+WHERE ingest_date = :day
+ORDER BY logical_name;
 
 -- name: day_lines_held
 -- The lines the day accounts for now: its events and its rejected lines, as its source files

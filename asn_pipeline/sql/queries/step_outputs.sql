@@ -1,7 +1,10 @@
 -- What one step hands to the next (store/step_outputs.py, the project's IO manager).
 
 -- name: prune
-DELETE FROM step_outputs WHERE written_at < :before;
+-- Staged days wait for their write however long it takes (forget_staged_days drops them).
+DELETE FROM step_outputs
+WHERE written_at < :before
+  AND NOT (step_key = 'cowrie_sessions' AND output_name IN ('staged_day', 'staged_addresses'));
 
 -- name: forget
 DELETE FROM step_outputs
@@ -18,3 +21,19 @@ VALUES (:run_id, :step_key, :output_name, :mapping_key, :payload, :byte_count, :
 SELECT payload, written_at, written_by FROM step_outputs
 WHERE run_id = :run_id AND step_key = :step_key AND output_name = :output_name
   AND mapping_key = :mapping_key;
+
+-- A day the ingest step read and handed on for the inventory step to write (stage_day): keyed
+-- by the run that read it, the step, STAGED_DAY and the day. It is kept until a write of the day
+-- consumes or supersedes it, however old.
+
+-- name: newest_staged_day
+SELECT run_id FROM step_outputs
+WHERE step_key = :step_key AND output_name = :output_name AND mapping_key = :day
+ORDER BY written_at DESC
+LIMIT 1;
+
+-- name: forget_staged_days
+-- In a write of the day: every day staged before it is written or superseded by it.
+DELETE FROM step_outputs
+WHERE step_key = 'cowrie_sessions' AND output_name IN ('staged_day', 'staged_addresses')
+  AND mapping_key = :day AND written_at <= :now;
