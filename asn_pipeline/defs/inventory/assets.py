@@ -205,7 +205,7 @@ def backfill_session_asns(
     # Without asn_statistics in the run, this last write recomputes the counters itself.
     settle = not run_materialises(context, STATISTICS_ASSET)
     with retry_only_transient():
-        if ip_summary["sessions_written_with_asn"]:
+        if ip_summary.get("sessions_written_with_asn", False):  # absent from older runs
             changed = 0
             refreshed = derived.refresh_statistics(inventory_db.inventory) if settle else None
         else:

@@ -75,15 +75,15 @@ WHERE w.fragment_date = :previous_day
 -- name: merge_single_day_sessions
 -- An id with no fragment on another day is one session: its fragment of this day. asn_number
 -- snapshots the address's ASN: the one its lookup gives where the write upserts the day's
--- lookups too (w_lookups, empty otherwise), else its current one.
+-- lookups too (w_lookups, empty otherwise), else its current one (probed only then).
 INSERT INTO w_merged
     (sensor, session_id, src_ip, ingest_date, first_event_at, last_event_at, event_count,
      asn_number)
 SELECT f.sensor, f.session_id, f.src_ip, :day, f.first_event_at, f.last_event_at, f.event_count,
-       CASE WHEN l.ip_address IS NOT NULL THEN l.asn_number ELSE i.current_asn END
+       CASE WHEN l.ip_address IS NOT NULL THEN l.asn_number
+            ELSE (SELECT i.current_asn FROM ip_inventory AS i WHERE i.ip_address = f.src_ip) END
 FROM w_fragments AS f
 LEFT JOIN w_lookups AS l ON l.ip_address = f.src_ip
-LEFT JOIN ip_inventory AS i ON i.ip_address = f.src_ip
 WHERE NOT EXISTS (
     SELECT 1 FROM w_other_fragments AS o
     WHERE o.sensor = f.sensor AND o.session_id = f.session_id
