@@ -8,7 +8,7 @@ import pytest
 
 from asn_pipeline.store import Inventory
 from asn_pipeline.store.schema import ensure_schema
-from asn_pipeline_tests.conftest import Pipeline, assert_exact
+from asn_pipeline_tests.conftest import Pipeline, assert_exact, ts
 from asn_pipeline_tests.test_invariants import DAYS, inject_failure, remove_failure, write_week
 
 
@@ -129,6 +129,26 @@ def test_a_day_read_by_a_failed_run_is_written_by_the_next_inventory_run(week: P
     written = record.asset_materialization
     assert written.metadata["written_by_run"].value == result.run_id
     assert f"read by run {failed.run_id}" in written.description
+    assert_exact(week)
+
+
+def test_a_run_writes_the_day_it_read_itself_whatever_the_clocks_say(week: Pipeline, logs):
+    inject_failure(week, "ip_inventory")
+    [failed] = week.run(DAYS[0], raise_on_error=False)
+    remove_failure(week, "ip_inventory")
+    # The failed run's staged day looks newer than any other (another host's clock ahead).
+    week.execute(
+        "UPDATE step_outputs SET written_at = '2099-01-01 00:00:00+00:00' "
+        f"WHERE run_id = '{failed.run_id}'"
+    )
+    logs.session("sensor-a", "late-arrival", "45.10.0.77", ts(DAYS[0], 23, 0))
+    logs.write()
+
+    [result] = week.run(DAYS[0])
+
+    assert result.success
+    assert "late-arrival" in set(week.table("sessions")["session_id"])
+    assert staged_rows(week) == []  # the older staged day is superseded too
     assert_exact(week)
 
 

@@ -198,7 +198,7 @@ def write_day(conn: Connection, write: DayWrite) -> SessionsWritten:
     for rows in write.rejected:
         bulk_insert(conn, "rejected_events", REJECT_COLUMNS, rows)
     # This write supersedes every day staged earlier for a later step to write.
-    run(conn, "step_outputs", "forget_staged_days", day=day.isoformat(), now=params["now"])
+    run(conn, "step_outputs", "forget_staged_days", day=day.isoformat())
     summary = run(conn, "sessions", "day_session_summary", **params).one()
     # A new day is missing from the planner's statistics, which then expects a few thousand
     # of its rows where there are hundreds of thousands and plans the following steps' joins

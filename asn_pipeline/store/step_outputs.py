@@ -10,7 +10,8 @@ every write.
 A day read by ``cowrie_sessions`` in a run that also materialises ``ip_inventory`` is kept here
 too (``stage_day``): the inventory step writes it, with the day's lookups, in one transaction.
 Such a row is kept until a write of its day consumes or supersedes it, however old: until then
-it is the only record that the day's files were read and not yet written.
+it is the only record that the day's files were read and not yet written. Every write of the day
+deletes all of them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 import pickle
 import socket
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from asn_pipeline.store.database import Inventory, run
@@ -105,24 +107,31 @@ def stage_day(
     for the inventory step to write; returns their size."""
     now = dt.datetime.now(dt.UTC)
     mapping = day.isoformat()
-    # The addresses first: a day row found by ``newest_staged_day`` always has its addresses.
+    # The addresses first: a day row found by ``staged_day_run`` always has its addresses.
     size = keep(
         inventory, StepOutputKey(run_id, STAGED_BY, STAGED_ADDRESSES, mapping), addresses, now
     )
     return size + keep(inventory, StepOutputKey(run_id, STAGED_BY, STAGED_DAY, mapping), write, now)
 
 
-def newest_staged_day(inventory: Inventory, day: dt.date) -> str | None:
-    """The run that most recently staged ``day`` and whose day no write has consumed yet."""
+def staged_day_run(inventory: Inventory, day: dt.date, runs: Sequence[str | None]) -> str | None:
+    """The run whose staged ``day`` a write should take: the first of ``runs`` (the step's own
+    run, then the runs it re-executes) that staged it, else the newest that did (a run that
+    failed after reading the day). ``None`` when no staged day waits."""
     with inventory.read() as conn:
-        return run(
-            conn,
-            "step_outputs",
-            "newest_staged_day",
-            step_key=STAGED_BY,
-            output_name=STAGED_DAY,
-            day=day.isoformat(),
-        ).scalar()
+        waiting = (
+            run(
+                conn,
+                "step_outputs",
+                "staged_day_runs",
+                step_key=STAGED_BY,
+                output_name=STAGED_DAY,
+                day=day.isoformat(),
+            )
+            .scalars()
+            .all()
+        )
+    return next((r for r in runs if r in waiting), waiting[0] if waiting else None)
 
 
 def staged(run_id: str, day: dt.date, output_name: str = STAGED_DAY) -> StepOutputKey:

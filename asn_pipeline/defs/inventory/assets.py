@@ -44,7 +44,11 @@ def lookup_addresses(
     days = partition_days(context)
     inventory = inventory_db.inventory
     with retry_only_transient():
-        staged_by = step_outputs.newest_staged_day(inventory, days[0]) if len(days) == 1 else None
+        staged_by = None
+        if len(days) == 1:
+            # Its own run's day first (a re-execution: the run it re-executes), then any waiting.
+            runs = [context.run_id, context.run.parent_run_id, context.run.root_run_id]
+            staged_by = step_outputs.staged_day_run(inventory, days[0], runs)
         if staged_by is None:
             addresses = store.day_addresses(inventory, days[0], days[-1])
         else:

@@ -26,14 +26,17 @@ WHERE run_id = :run_id AND step_key = :step_key AND output_name = :output_name
 -- by the run that read it, the step, STAGED_DAY and the day. It is kept until a write of the day
 -- consumes or supersedes it, however old.
 
--- name: newest_staged_day
+-- name: staged_day_runs
+-- The runs that staged the day and whose staged day no write has consumed yet, newest first.
 SELECT run_id FROM step_outputs
 WHERE step_key = :step_key AND output_name = :output_name AND mapping_key = :day
-ORDER BY written_at DESC
-LIMIT 1;
+ORDER BY written_at DESC;
 
 -- name: forget_staged_days
--- In a write of the day: every day staged before it is written or superseded by it.
+-- In a write of the day: every day staged for it is written or superseded by it. All of them,
+-- not those staged before the write's start: the hosts that staged them and the one writing need
+-- not agree on the time (a run of the same day staging while this one writes loses its staged
+-- day and writes its lookups alone; the day holds this write's files).
 DELETE FROM step_outputs
 WHERE step_key = 'cowrie_sessions' AND output_name IN ('staged_day', 'staged_addresses')
-  AND mapping_key = :day AND written_at <= :now;
+  AND mapping_key = :day;
