@@ -30,6 +30,7 @@ from asn_pipeline.demo import Network, write_asn_mmdb, write_city_mmdb
 from asn_pipeline.store import Inventory
 from asn_pipeline.store.audit import counter_mismatches, dangling_asn_references
 from asn_pipeline.store.report import DATA_TABLES, PROVENANCE_COLUMNS
+from asn_pipeline.store.schema import ensure_schema
 from asn_pipeline_tests import oracle
 from asn_pipeline_tests.dns_server import CymruDnsServer
 
@@ -193,6 +194,14 @@ class Pipeline:
     @property
     def backend(self) -> str:
         return "postgres" if self.db_url.startswith("postgresql") else "sqlite"
+
+    def create_schema(self) -> None:
+        """Bring the inventory to the code's schema before any run (to set up triggers on it)."""
+        inventory = Inventory(self.db_url)
+        try:
+            ensure_schema(inventory)
+        finally:
+            inventory.dispose()
 
     def execute(self, *statements: str) -> None:
         """Run raw SQL against the inventory (test set-up such as injected failures)."""

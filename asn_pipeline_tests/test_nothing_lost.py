@@ -16,7 +16,6 @@ import pytest
 import sqlalchemy as sa
 
 from asn_pipeline.store import Inventory
-from asn_pipeline.store.schema import ensure_schema
 from asn_pipeline_tests import oracle
 from asn_pipeline_tests.conftest import CowrieLogs, Pipeline, ts
 
@@ -251,9 +250,7 @@ def test_a_dropped_connection_is_retried_and_the_step_succeeds(pipeline: Pipelin
     if pipeline.backend != "postgres":
         pytest.skip("a server that drops the connection: PostgreSQL")
     two_sensors_one_day(logs)
-    inventory = Inventory(pipeline.db_url)
-    ensure_schema(inventory)
-    inventory.dispose()
+    pipeline.create_schema()
     # The first insert into session_fragments kills its own connection, once (a sequence is not
     # rolled back with the transaction).
     pipeline.execute(

@@ -6,8 +6,6 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from asn_pipeline.store import Inventory
-from asn_pipeline.store.schema import ensure_schema
 from asn_pipeline_tests.conftest import Pipeline, assert_exact, ts
 from asn_pipeline_tests.test_invariants import DAYS, inject_failure, remove_failure, write_week
 
@@ -15,9 +13,7 @@ from asn_pipeline_tests.test_invariants import DAYS, inject_failure, remove_fail
 @pytest.fixture
 def week(pipeline: Pipeline, logs) -> Pipeline:
     write_week(logs)
-    inventory = Inventory(pipeline.db_url)
-    ensure_schema(inventory)
-    inventory.dispose()
+    pipeline.create_schema()
     return pipeline
 
 
@@ -88,9 +84,7 @@ def test_the_same_days_written_by_cowrie_sessions_alone_give_the_same_inventory(
 
     apart = week.other(request, tmp_path, "apart")
     monkeypatch.setenv("ASN_PIPELINE_DB_URL", apart.db_url)
-    inventory = Inventory(apart.db_url)
-    ensure_schema(inventory)
-    inventory.dispose()
+    apart.create_schema()
     count_session_updates(apart)
     for day in DAYS:
         apart.run(day, assets=["cowrie_sessions"])

@@ -15,12 +15,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 from bench.history import postgres_database, sqlite_database
-from bench.run import DEFAULT_PG_URL
+from bench.run import DEFAULT_PG_URL, measure
 from bench.workload import Shape, prepare
 
 MEASURES = ("dagster", "cli")
@@ -70,12 +69,7 @@ def main() -> int:
 
 
 def _measure(tree: Path, what: str, workload: Path, url: str) -> dict:
-    environ = {**os.environ, "PYTHONPATH": str(tree)}
-    command = [sys.executable, "-m", "bench.measure", what, str(workload), url]
-    done = subprocess.run(command, cwd=tree, env=environ, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{what} in {tree} failed:\n{done.stderr[-4000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = measure(what, workload, url, tree=tree)
     seconds = result["seconds"]
     return {
         "seconds": seconds.get("materialise", seconds.get("cli")),

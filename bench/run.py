@@ -127,12 +127,25 @@ def _database(backend: str, workload: Workload, size: int, pg_url: str) -> Datab
 
 
 def _measure(what: str, workload: Workload, db: Database, *extra: str) -> dict:
-    command = [sys.executable, "-m", "bench.measure", what, str(workload.root), db.url, *extra]
+    return measure(what, workload.root, db.url, *extra)
+
+
+def measure(what: str, workload: Path, url: str, *extra: str, tree: Path | None = None) -> dict:
+    """One ``bench.measure`` in a fresh process; with ``tree``, of that checkout's code (run
+    through ``PYTHONPATH`` with this virtual environment)."""
+    command = [sys.executable, "-m", "bench.measure", what, str(workload), url, *extra]
+    environ = None if tree is None else {**os.environ, "PYTHONPATH": str(tree)}
     done = subprocess.run(
-        command, cwd=BENCH_ROOT.parent, capture_output=True, text=True, check=False
+        command,
+        cwd=tree or BENCH_ROOT.parent,
+        env=environ,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command[2:4])} failed:\n{done.stderr[-4000:]}")
+        where = f" in {tree}" if tree else ""
+        raise SystemExit(f"{' '.join(command[2:4])}{where} failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -68,23 +68,30 @@ class StepOutputKey:
 
 def keep(inventory: Inventory, key: StepOutputKey, value: object, now: dt.datetime) -> int:
     """Store a value under its key (replacing what a retried step wrote); returns its size."""
-    payload = zlib.compress(
-        pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL), COMPRESSION_LEVEL
-    )
+    return keep_all(inventory, {key: value}, now)
+
+
+def keep_all(inventory: Inventory, values: dict[StepOutputKey, object], now: dt.datetime) -> int:
+    """Store values under their keys in one transaction (``keep``); returns their size."""
+    payloads = {
+        key: zlib.compress(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL), COMPRESSION_LEVEL)
+        for key, value in values.items()
+    }
     with inventory.engine.begin() as conn:
         run(conn, "step_outputs", "prune", before=now - RETENTION)
-        run(conn, "step_outputs", "forget", **key.params())
-        run(
-            conn,
-            "step_outputs",
-            "keep",
-            **key.params(),
-            payload=payload,
-            byte_count=len(payload),
-            written_at=now,
-            written_by=f"{socket.gethostname()} pid {os.getpid()}",
-        )
-    return len(payload)
+        for key, payload in payloads.items():
+            run(conn, "step_outputs", "forget", **key.params())
+            run(
+                conn,
+                "step_outputs",
+                "keep",
+                **key.params(),
+                payload=payload,
+                byte_count=len(payload),
+                written_at=now,
+                written_by=f"{socket.gethostname()} pid {os.getpid()}",
+            )
+    return sum(len(payload) for payload in payloads.values())
 
 
 def fetch(inventory: Inventory, key: StepOutputKey) -> object:
@@ -104,14 +111,9 @@ def stage_day(
     inventory: Inventory, day: dt.date, run_id: str, write: object, addresses: list[str]
 ) -> int:
     """Keep a day read by ``run_id`` (a ``store.sessions.DayWrite``) and its distinct addresses
-    for the inventory step to write; returns their size."""
-    now = dt.datetime.now(dt.UTC)
-    mapping = day.isoformat()
-    # The addresses first: a day row found by ``staged_day_run`` always has its addresses.
-    size = keep(
-        inventory, StepOutputKey(run_id, STAGED_BY, STAGED_ADDRESSES, mapping), addresses, now
-    )
-    return size + keep(inventory, StepOutputKey(run_id, STAGED_BY, STAGED_DAY, mapping), write, now)
+    for the inventory step to write, together; returns their size."""
+    values = {staged(run_id, day, STAGED_ADDRESSES): addresses, staged(run_id, day): write}
+    return keep_all(inventory, values, dt.datetime.now(dt.UTC))
 
 
 def staged_day_run(inventory: Inventory, day: dt.date, runs: Sequence[str | None]) -> str | None:

@@ -105,13 +105,12 @@ def cowrie_sessions(
                 )
             with parse_day(found.files) as parsed:
                 if hand_on and len(parsed.rejected) <= STAGED_REJECTED_LINES_MAX:
-                    write = DayWrite.of(
+                    staged = DayWrite.of(
                         day, parsed, context.run_id, allow_shrink=allow_shrink, in_memory=True
                     )
                     if not allow_shrink:  # fail here, before the lookups (and again under the lock)
                         with inventory.read() as conn:
-                            sessions.check_shrinkage(conn, write)
-                    staged = write
+                            sessions.check_shrinkage(conn, staged)
                     written = None
                 else:
                     written = sessions.replace_day(

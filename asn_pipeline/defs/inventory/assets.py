@@ -152,7 +152,9 @@ def _staged_day(
     try:
         return step_outputs.fetch(inventory_db.inventory, key)
     except step_outputs.StepOutputMissing:
-        context.log.info(f"The day staged by run {lookups.staged_by_run} was written since")
+        context.log.info(
+            f"The day staged by run {lookups.staged_by_run} was written or superseded since"
+        )
         return None
 
 

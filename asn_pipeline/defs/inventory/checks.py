@@ -91,20 +91,19 @@ def day_checks(context: dg.AssetCheckExecutionContext, inventory_db: InventoryDa
     """The checks of cowrie_sessions, ip_inventory and asn_inventory the run selected."""
     days = partition_days(context)
     selected = context.selected_asset_check_keys
-    yield from ingest_checks.results(inventory_db.inventory, days, selected)
-    for check in _inventory_results(inventory_db.inventory, days, selected):
-        if (
-            dg.AssetCheckKey(dg.AssetKey.from_coercible(check.asset_key), check.check_name)
-            in selected
-        ):
-            yield check
+    inventory = inventory_db.inventory
+    for results in (ingest_checks.results, _inventory_results):
+        for check in results(inventory, days, selected):
+            key = dg.AssetCheckKey(dg.AssetKey.from_coercible(check.asset_key), check.check_name)
+            if key in selected:
+                yield check
 
 
 def _inventory_results(
     inventory: Inventory, days: Sequence[dt.date], selected: Set[dg.AssetCheckKey]
 ) -> Iterator[dg.AssetCheckResult]:
     """The checks of ip_inventory and asn_inventory, from the day's addresses and their ASNs
-    read once for all of them."""
+    read once for all of them; none when none of them is selected."""
     if not any(
         key.asset_key in (dg.AssetKey(IP_ASSET), dg.AssetKey(ASN_ASSET)) for key in selected
     ):
