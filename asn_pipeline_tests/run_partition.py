@@ -27,7 +27,17 @@ def main(day: str, home: str | None = None) -> int:
         result = job.execute_in_process(
             partition_key=day, instance=instance, raise_on_error=False, run_config=QUIET
         )
-    return 0 if result.success else 1
+    if result.success:
+        return 0
+    for event in result.all_events:  # what failed, for the test that reads this stream
+        if event.is_step_failure or (
+            event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+            and not event.asset_check_evaluation_data.passed
+        ):
+            print(f"{event.step_key}: {event.message}", file=sys.stderr)
+            if event.is_step_failure:
+                print(event.step_failure_data.error.to_string(), file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

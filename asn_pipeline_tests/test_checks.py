@@ -194,10 +194,21 @@ def test_a_bogon_with_an_asn_is_caught(week: Pipeline):
 def test_asn_references_without_a_row_are_caught(week: Pipeline):
     week.run(*DAYS)
     without_foreign_keys(week)
+    # Missing ASN rows referenced both ways: by an address and its own sessions (the same ASN),
+    # and by a session of another address (an ASN its address does not have).
     week.execute(
         f"UPDATE ip_inventory SET current_asn = 99999 WHERE ip_address = '{MAPPED_IP}'",
-        "UPDATE sessions SET asn_number = 99998 WHERE session_id = 's00001'",
+        f"UPDATE sessions SET asn_number = 99999 WHERE src_ip = '{MAPPED_IP}'",
+        f"UPDATE sessions SET asn_number = 99998 WHERE session_id = 's00001' "
+        f"AND src_ip <> '{MAPPED_IP}'",
     )
+    sessions = week.table("sessions")
+    fragments = week.table("session_fragments")
+    day_addresses = set(fragments.loc[fragments["fragment_date"] == str(DAYS[0]), "src_ip"])
+    expected = sessions[
+        sessions["src_ip"].isin(day_addresses) & sessions["asn_number"].isin([99998, 99999])
+    ]
+    assert set(expected["asn_number"]) == {99998, 99999}
 
     result = run_checks(week, DAYS[0])
 
@@ -205,7 +216,7 @@ def test_asn_references_without_a_row_are_caught(week: Pipeline):
     found = {name: metadata(e) for name, e in evaluations(result).items()}
     assert found[inventory.NO_DANGLING_CURRENT_ASN]["examples"] == [MAPPED_IP]
     assert found[inventory.REFERENCED_ASNS]["dangling_current_asn"] == 1
-    assert found[inventory.REFERENCED_ASNS]["dangling_session_asn"] >= 1
+    assert found[inventory.REFERENCED_ASNS]["dangling_session_asn"] == len(expected)
 
 
 def test_thresholds_warn_and_do_not_block(week: Pipeline, monkeypatch):

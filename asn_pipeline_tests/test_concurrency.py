@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from asn_pipeline.settings import PROJECT_ROOT
 from asn_pipeline.store import Inventory, audit
+from asn_pipeline.store.database import DAY_LOCK_CLASS, DayRows
 from asn_pipeline.store.schema import ensure_schema
 from asn_pipeline_tests.conftest import CowrieLogs, Pipeline, configure, ts
 from asn_pipeline_tests.test_invariants import DAYS, write_week
@@ -88,9 +89,14 @@ def test_partitions_materialised_at_the_same_time_match_the_serial_result(
     days = list(DAYS) + random.Random(repeat).sample(DAYS, 3)
     random.Random(repeat).shuffle(days)
     processes = [start_partition(day, {"ASN_PIPELINE_DB_URL": pipeline.db_url}) for day in days]
-    errors = [p.communicate(timeout=600)[1][-2000:] for p in processes]
+    errors = [p.communicate(timeout=600)[1] for p in processes]
+    failed = {
+        f"{day} (process {n})": error.decode(errors="replace")[-4000:]
+        for n, (day, process, error) in enumerate(zip(days, processes, errors, strict=True))
+        if process.returncode != 0
+    }
 
-    assert [p.returncode for p in processes] == [0] * len(days), errors
+    assert not failed, "\n\n".join(f"{key}:\n{error}" for key, error in failed.items())
     assert pipeline.snapshot() == expected
 
 
@@ -297,5 +303,60 @@ def test_a_write_loads_its_work_tables_while_another_holds_the_lock_on_postgresq
     thread.join(30)
     assert staged.is_set() and wrote.is_set()
     assert WRITE_LOCK.waited - waited_before >= 0.9  # the second write's wait, counted
+    holder.dispose()
+    writer.dispose()
+
+
+def test_a_days_own_rows_are_written_while_another_holds_the_lock_on_postgresql_only(db_url):
+    """PostgreSQL: a write's rows of its day alone (``DayRows``: fragments, files, rejected
+    lines) are written under the day's lock while another write holds the write lock; the rest
+    of the write waits for it. SQLite: one lock, so the day's rows wait too."""
+    holder, writer = Inventory(db_url), Inventory(db_url)
+    ensure_schema(holder)
+    day_written, wrote = threading.Event(), threading.Event()
+
+    def second_write() -> None:
+        with writer.write(day_rows=DayRows(DAYS[0], lambda conn: day_written.set())):
+            wrote.set()
+
+    thread = threading.Thread(target=second_write)
+    with holder.write():
+        thread.start()
+        postgres = holder.dialect == "postgresql"
+        assert day_written.wait(5 if postgres else 1) is postgres
+        assert not wrote.wait(1)
+    thread.join(30)
+    assert day_written.is_set() and wrote.is_set()
+    holder.dispose()
+    writer.dispose()
+
+
+def test_writes_of_one_day_wait_for_each_other_and_other_days_do_not(db_url):
+    """PostgreSQL's day locks: while a transaction holds the lock of one day, a write of that
+    day waits before its day's rows, and a write of another day completes."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite has one lock for every write")
+    holder, writer = Inventory(db_url), Inventory(db_url)
+    ensure_schema(holder)
+    messages: list[str] = []
+    writer.on_wait = messages.append
+    same_day, other_day = threading.Event(), threading.Event()
+
+    def write(day, reached: threading.Event) -> None:
+        with writer.write(day_rows=DayRows(day, lambda conn: reached.set())):
+            pass
+
+    with holder.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "SELECT pg_advisory_xact_lock(%s, %s)", (DAY_LOCK_CLASS, DAYS[0].toordinal())
+        )
+        waiting = threading.Thread(target=write, args=(DAYS[0], same_day))
+        waiting.start()
+        write(DAYS[2], other_day)
+        assert other_day.is_set()
+        assert not same_day.wait(1)
+        assert any(f"waiting for the lock of day {DAYS[0]}" in m for m in messages)
+    waiting.join(30)
+    assert same_day.is_set()
     holder.dispose()
     writer.dispose()

@@ -36,10 +36,17 @@ SQLITE_CACHE_KIB = 256 * 1024
 PG_TEMP_BUFFERS = "256MB"
 PG_WORK_MEM = "64MB"
 # Every inventory write transaction on PostgreSQL holds this advisory lock (SQLite's BEGIN
-# IMMEDIATE is the same single-writer rule): write transactions are serial, so the invariants
-# hold under any concurrency with no lock-ordering to get wrong; parsing and lookups, which take
-# most of the time, still run in parallel outside it.
+# IMMEDIATE is the same single-writer rule): whatever reads or writes rows that other writes
+# share runs serially under it, so the invariants hold under any concurrency; parsing, lookups,
+# loading work tables and a day's own rows run in parallel outside it.
 WRITE_LOCK_KEY = 0x61736E5F706970  # "asn_pip"
+# A write's rows that belong to one day alone (its fragments, source files and rejected lines)
+# are written before that lock, under a lock of the day: pg_advisory_xact_lock(DAY_LOCK_CLASS,
+# the day's ordinal). Writers of other days touch none of those rows and only read them, so they
+# go on under the write lock meanwhile. Every day writer also holds (DAY_LOCK_CLASS, 0) shared;
+# a migration takes it exclusively, before the write lock like the rest (no lock-order cycle).
+DAY_LOCK_CLASS = 0x61736E64  # "asnd"
+ALL_DAYS = 0
 # A writer whose client died without closing its connection (a host lost, a process frozen) must
 # not hold that lock for hours: PostgreSQL ends a transaction left idle this long, and TCP
 # keepalives (both ends) notice a peer that is gone within about two minutes. A write
@@ -64,6 +71,14 @@ class LockTimes:
 
 
 WRITE_LOCK = LockTimes()
+
+
+@dataclass(frozen=True)
+class DayRows:
+    """The part of a write that touches only ``day``'s own rows (``Inventory.write``)."""
+
+    day: dt.date
+    write: Callable[[Connection], None]
 
 
 class Inventory:
@@ -97,7 +112,13 @@ class Inventory:
         return SQL_DIR / DDL_FOLDERS.get(dialect, dialect)
 
     @contextmanager
-    def write(self, stage: Callable[[Connection], None] | None = None) -> Iterator[Connection]:
+    def write(
+        self,
+        stage: Callable[[Connection], None] | None = None,
+        day_rows: DayRows | None = None,
+        *,
+        every_day: bool = False,
+    ) -> Iterator[Connection]:
         """One transaction that commits at the end of the block or rolls back on any error.
 
         It takes the single write lock: PostgreSQL's advisory lock, or SQLite's own (``BEGIN
@@ -105,7 +126,11 @@ class Inventory:
         lock upgrade). ``stage`` loads the write's own rows into its work tables first: on
         PostgreSQL before the lock is taken (temporary tables are the connection's own, so the
         load needs no lock and runs while another writer holds it); on SQLite, whose lock comes
-        with the transaction, after. ``WRITE_LOCK`` adds up the time waited for and held.
+        with the transaction, after. ``day_rows`` then writes the rows of one day that no
+        writer of another day writes: on PostgreSQL under that day's lock alone, while another
+        writer may hold the write lock; ``every_day`` (migrations) excludes all of those. On
+        SQLite all of it is one transaction under its one lock, in the same order.
+        ``WRITE_LOCK`` adds up the time waited for and held.
         """
         asked, taken = time.monotonic(), None
         try:
@@ -117,6 +142,10 @@ class Inventory:
                 _prepare_work_tables(conn, self.sql_folder)
                 if stage is not None:
                     stage(conn)
+                if postgres and (every_day or day_rows is not None):
+                    self._take_day_lock(conn, day_rows.day if day_rows else None)
+                if day_rows is not None:
+                    day_rows.write(conn)
                 if postgres:
                     asked = time.monotonic()
                     self._take_advisory_lock(conn)
@@ -127,6 +156,27 @@ class Inventory:
         finally:
             if taken is not None:  # held until the commit or rollback ended
                 WRITE_LOCK.held += time.monotonic() - taken
+
+    def _take_day_lock(self, conn: Connection, day: dt.date | None) -> None:
+        """The lock of ``day`` (and every day's, shared), or of every day (``None``)."""
+        if day is None:
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s, %s)", (DAY_LOCK_CLASS, ALL_DAYS))
+            return
+        conn.exec_driver_sql(
+            "SELECT pg_advisory_xact_lock_shared(%s, %s)", (DAY_LOCK_CLASS, ALL_DAYS)
+        )
+        key = (DAY_LOCK_CLASS, day.toordinal())
+        if conn.exec_driver_sql("SELECT pg_try_advisory_xact_lock(%s, %s)", key).scalar():
+            return
+        holder = conn.execute(_queries("lock", "postgres")["day_lock_holder"], {"day": key[1]})
+        holder = holder.first()
+        self.on_wait(
+            f"waiting for the lock of day {day}: another run is writing that day"
+            + (f" (PostgreSQL backend {holder.pid}, {holder.application_name})" if holder else "")
+        )
+        started = time.monotonic()
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s, %s)", key)
+        self.on_wait(f"got the lock of day {day} after {time.monotonic() - started:.1f} s")
 
     def _take_advisory_lock(self, conn: Connection) -> None:
         if conn.exec_driver_sql("SELECT pg_try_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,)).scalar():

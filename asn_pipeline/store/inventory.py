@@ -20,7 +20,13 @@ from asn_pipeline.store.derived import (
     refresh_ip_counters,
     track_asn_changes,
 )
-from asn_pipeline.store.sessions import DayWrite, SessionsWritten, stage_day, write_day
+from asn_pipeline.store.sessions import (
+    DayWrite,
+    SessionsWritten,
+    day_rows,
+    stage_day,
+    write_day,
+)
 
 
 @dataclass(frozen=True)
@@ -76,9 +82,11 @@ def upsert_lookups(
     """Write the lookups: Team Cymru's new answers to its cache, ASN rows, then addresses,
     their ASN history and counters, in one transaction.
 
-    With ``day``, the day's sessions are written in the same transaction, after the ASN rows
-    and before the addresses' counters (``store.sessions.write_day``): each session row once,
-    with the ASN its address's lookup gives, so that the backfill step finds nothing to change.
+    With ``day``, the day is written in the same transaction: its fragments, source files and
+    rejected lines first (``store.sessions.write_day_rows``; on PostgreSQL under the day's lock,
+    before the write lock), then under the write lock its sessions, after the ASN rows and
+    before the addresses' counters (``store.sessions.write_day``): each session row once, with
+    the ASN its address's lookup gives, so that the backfill step finds nothing to change.
 
     Referential integrity holds at every commit: an address's ``current_asn`` is inserted into
     ``asn_inventory`` before the address points at it, in the same transaction. The cache and
@@ -96,7 +104,7 @@ def upsert_lookups(
         if day is not None:
             stage_day(conn, day)
 
-    with inventory.write(stage) as conn:
+    with inventory.write(stage, day_rows(day) if day is not None else None) as conn:
         addresses, new_addresses, asn_changes = run(conn, "inventory", "lookup_summary").one()
         new_asns = run(conn, "inventory", "new_asns").scalar_one()
         if cymru is not None:

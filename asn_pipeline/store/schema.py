@@ -3,7 +3,8 @@
 ``sql/<dialect>/NNN_name.sql`` are the migrations; ``001`` is the schema of the first release.
 An inventory records each migration it has applied in ``schema_migrations``. An inventory made
 before that table existed holds the first release's tables and counts as version 1. Every
-migration applies under the write lock, in the same transaction as the record of it and the
+migration applies under the write lock (and, on PostgreSQL, every day's lock: no day's own rows
+are being written meanwhile), in the same transaction as the record of it and the
 recomputation of whatever derived values it queued: an upgrade commits whole or not at all, and
 concurrent processes opening the same inventory apply it once.
 """
@@ -59,7 +60,11 @@ def ensure_schema(inventory: Inventory) -> list[int]:
     if inventory.url in _APPLIED_IN_PROCESS:
         return []
     known = migrations(inventory.sql_folder)
-    with inventory.write() as conn:
+    if _is_current(inventory, len(known)):
+        _APPLIED_IN_PROCESS.add(inventory.url)
+        return []
+    # every_day: a migration may rewrite any day's rows (PostgreSQL: no day's own write runs).
+    with inventory.write(every_day=True) as conn:
         applied = schema_version(conn)
         if applied > len(known):
             raise SchemaVersionError(
@@ -73,6 +78,15 @@ def ensure_schema(inventory: Inventory) -> list[int]:
             drain_queues(conn)
     _APPLIED_IN_PROCESS.add(inventory.url)
     return [m.version for m in pending]
+
+
+def _is_current(inventory: Inventory, version: int) -> bool:
+    """Whether the inventory is at ``version`` already: a read, which waits for no writer."""
+    with inventory.read() as conn:
+        if not sa.inspect(conn).has_table("schema_migrations"):
+            return False
+        applied = conn.exec_driver_sql("SELECT max(version) FROM schema_migrations").scalar()
+    return applied is not None and int(applied) == version
 
 
 def apply_migration(conn: Connection, migration: Migration, note: str | None = None) -> None:

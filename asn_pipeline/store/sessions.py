@@ -12,7 +12,14 @@ import pandas as pd
 from sqlalchemy.engine import Connection
 
 from asn_pipeline.cowrie import FRAGMENT_COLUMNS, ParsedDay
-from asn_pipeline.store.database import Inventory, analyze, bulk_insert, frame_rows, run
+from asn_pipeline.store.database import (
+    DayRows,
+    Inventory,
+    analyze,
+    bulk_insert,
+    frame_rows,
+    run,
+)
 from asn_pipeline.store.derived import StatisticsWritten, drain_queues
 
 REJECT_COLUMNS = (
@@ -132,7 +139,7 @@ def replace_day(
     the day would lose lines (``check_shrinkage``), unless ``allow_shrink``.
     """
     write = DayWrite.of(day, parsed, run_id, allow_shrink=allow_shrink)
-    with inventory.write(lambda conn: stage_day(conn, write)) as conn:
+    with inventory.write(lambda conn: stage_day(conn, write), day_rows(write)) as conn:
         written = write_day(conn, write)
         refreshed = drain_queues(conn) if settle else None
     return dataclasses.replace(written, refreshed=refreshed)
@@ -146,30 +153,51 @@ def stage_day(conn: Connection, write: DayWrite) -> None:
     )
 
 
-def write_day(conn: Connection, write: DayWrite) -> SessionsWritten:
-    """Replace the day staged by ``stage_day``, in the caller's write transaction.
+def day_rows(write: DayWrite) -> DayRows:
+    """The rows of the day alone (``write_day_rows``), for ``Inventory.write``."""
+    return DayRows(write.day, lambda conn: write_day_rows(conn, write))
 
-    A session is the fragments of one (sensor, session id) on consecutive days: the islands that
-    hold the day before, the day and the day after are rebuilt from all their fragments, so a
-    session spanning midnight stays one row owned by its first day whatever the order of runs,
-    and an id reused after a gap stays another session. Each session row is written with its
-    ASN snapshot: the ASN ``w_lookups`` gives its address where the caller is upserting the
-    day's lookups in the same transaction (``store.inventory.upsert_lookups``), else the
-    address's current ASN. Stale keys are queued; ``w_ips`` is left holding the addresses of the
-    touched sessions.
-    """
-    day = write.day
-    params = {
-        "day": day,
-        "previous_day": day - dt.timedelta(days=1),
-        "next_day": day + dt.timedelta(days=1),
-        "run_id": write.run_id,
-        "now": dt.datetime.now(dt.UTC),
-    }
+
+def write_day_rows(conn: Connection, write: DayWrite) -> None:
+    """Replace what belongs to the day alone: its fragments, source files and rejected lines,
+    after noting the sessions its old fragments belonged to (``w_sessions``). No writer of
+    another day writes these rows, so on PostgreSQL this runs under the day's lock before the
+    write lock (``Inventory.write``); ``write_day`` then re-merges the sessions under it.
+    Raises ``DayWouldShrink`` first if the day would lose lines (``check_shrinkage``)."""
+    params = _params(write)
     if not write.allow_shrink:
         check_shrinkage(conn, write)
     for name in (
         "collect_touched_sessions",
+        "delete_day_fragments",
+        "insert_day_fragments",
+        "delete_day_rejects",
+        "delete_day_source_files",
+        "insert_day_source_files",
+    ):
+        run(conn, "sessions", name, **params)
+    for rows in write.rejected:
+        bulk_insert(conn, "rejected_events", REJECT_COLUMNS, rows)
+    # This write supersedes every day staged earlier for a later step to write.
+    run(conn, "step_outputs", "forget_staged_days", day=write.day.isoformat())
+
+
+def write_day(conn: Connection, write: DayWrite) -> SessionsWritten:
+    """Re-merge the sessions of the day written by ``write_day_rows``, in the caller's write
+    transaction, under the write lock.
+
+    A session is the fragments of one (sensor, session id) on consecutive days: the islands that
+    hold the day before, the day and the day after are rebuilt from all their fragments, so a
+    session spanning midnight stays one row owned by its first day whatever the order of runs,
+    and an id reused after a gap stays another session. Other days' fragments are read here,
+    under the lock, never the day's own (the new ones are in ``w_fragments``). Each session row
+    is written with its ASN snapshot: the ASN ``w_lookups`` gives its address where the caller
+    is upserting the day's lookups in the same transaction (``store.inventory.upsert_lookups``),
+    else the address's current ASN. Stale keys are queued; ``w_ips`` is left holding the
+    addresses of the touched sessions.
+    """
+    params = _params(write)
+    for name in (
         "collect_other_fragments",
         "collect_islands",
         "collect_old_sessions",
@@ -183,28 +211,30 @@ def write_day(conn: Connection, write: DayWrite) -> SessionsWritten:
         "collect_touched_ips",
         "mark_days_of_old_sessions",
         "remember_first_dates",
-        "delete_day_fragments",
-        "insert_day_fragments",
         "delete_touched_sessions",
         "insert_merged_sessions",
         "mark_days_of_merged_sessions",
         "mark_days_of_first_date_changes",
         "mark_touched_ips",
-        "delete_day_rejects",
-        "delete_day_source_files",
-        "insert_day_source_files",
     ):
         run(conn, "sessions", name, **params)
-    for rows in write.rejected:
-        bulk_insert(conn, "rejected_events", REJECT_COLUMNS, rows)
-    # This write supersedes every day staged earlier for a later step to write.
-    run(conn, "step_outputs", "forget_staged_days", day=day.isoformat())
     summary = run(conn, "sessions", "day_session_summary", **params).one()
     # A new day is missing from the planner's statistics, which then expects a few thousand
     # of its rows where there are hundreds of thousands and plans the following steps' joins
     # as index probes per row; refresh them now (PostgreSQL; a sample, well under a second).
     analyze(conn, "sessions", "session_fragments")
     return SessionsWritten(*summary, None)
+
+
+def _params(write: DayWrite) -> dict[str, object]:
+    day = write.day
+    return {
+        "day": day,
+        "previous_day": day - dt.timedelta(days=1),
+        "next_day": day + dt.timedelta(days=1),
+        "run_id": write.run_id,
+        "now": dt.datetime.now(dt.UTC),
+    }
 
 
 def check_shrinkage(conn: Connection, write: DayWrite) -> None:

@@ -31,7 +31,9 @@ LIMIT :examples;
 -- One row per address of the days' fragments that has an ip_inventory row: what the address
 -- checks look at. counters_differ: session_count / first_seen / last_seen differ from what its
 -- sessions say; queued: it is in stale_ips; asn_missing: its current_asn has no asn_inventory
--- row; session_asns_missing: its sessions whose asn_number has none.
+-- row; session_asns_missing: its sessions whose asn_number has none. A session's ASN is nearly
+-- always its address's current one, whose row is looked up once per address: asn_inventory is
+-- probed per session only for the others. Grouped by the address alone (ip_inventory's key).
 SELECT i.ip_address, i.ip_class, i.asn_source, i.current_asn, i.build_epoch,
        CASE WHEN i.session_count <> count(s.src_ip)
                  OR i.first_seen IS DISTINCT FROM min(s.first_event_at)
@@ -43,17 +45,21 @@ SELECT i.ip_address, i.ip_class, i.asn_source, i.current_asn, i.build_epoch,
                  AND NOT EXISTS (SELECT 1 FROM asn_inventory AS a
                                  WHERE a.asn_number = i.current_asn)
             THEN 1 ELSE 0 END AS asn_missing,
-       sum(CASE WHEN s.asn_number IS NOT NULL
+       sum(CASE WHEN s.asn_number IS NOT NULL AND s.asn_number IS DISTINCT FROM i.current_asn
                      AND NOT EXISTS (SELECT 1 FROM asn_inventory AS a
                                      WHERE a.asn_number = s.asn_number)
-                THEN 1 ELSE 0 END) AS session_asns_missing
+                THEN 1 ELSE 0 END)
+       + CASE WHEN i.current_asn IS NOT NULL
+                   AND NOT EXISTS (SELECT 1 FROM asn_inventory AS a
+                                   WHERE a.asn_number = i.current_asn)
+              THEN sum(CASE WHEN s.asn_number = i.current_asn THEN 1 ELSE 0 END)
+              ELSE 0 END AS session_asns_missing
 FROM (SELECT DISTINCT src_ip FROM session_fragments
       WHERE fragment_date BETWEEN :first_day AND :last_day) AS d
 CROSS JOIN ip_inventory AS i
 LEFT JOIN sessions AS s ON s.src_ip = i.ip_address
 WHERE i.ip_address = d.src_ip
-GROUP BY i.ip_address, i.ip_class, i.asn_source, i.current_asn, i.build_epoch,
-         i.session_count, i.first_seen, i.last_seen;
+GROUP BY i.ip_address;
 
 -- name: asn_counter_audit
 -- The ASNs of the list asns whose counters, with their queued difference applied as the next drain

@@ -7,3 +7,12 @@ FROM pg_locks AS l
 JOIN pg_stat_activity AS a ON a.pid = l.pid
 WHERE l.locktype = 'advisory' AND l.granted
   AND l.classid = 6386542 AND l.objid = 1601202544 AND l.objsubid = 1;
+
+-- name: day_lock_holder
+-- The session that holds the lock of one day (asn_pipeline.store.database.DAY_LOCK_CLASS and
+-- the day's ordinal: two int4 keys show as classid and objid, objsubid 2).
+SELECT a.pid, a.application_name
+FROM pg_locks AS l
+JOIN pg_stat_activity AS a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted
+  AND l.classid = 1634954852 AND l.objid = :day AND l.objsubid = 2;
