@@ -97,7 +97,7 @@ WITH per_address AS (
     SELECT s.ingest_date, s.asn_number, s.src_ip, count(*) AS sessions
     FROM sessions AS s
     WHERE s.ingest_date BETWEEN :first_day AND :last_day AND s.asn_number IS NOT NULL
-    GROUP BY s.ingest_date, s.asn_number, s.src_ip
+    GROUP BY s.ingest_date, s.src_ip, s.asn_number  -- sessions_day_ip's order, then the ASN
 ), both_sides AS (
     SELECT a.ingest_date AS stat_date, a.asn_number, sum(a.sessions) AS sc, count(*) AS uc,
            sum(CASE WHEN NOT EXISTS (
