@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from asn_pipeline.settings import PROJECT_ROOT
 from asn_pipeline.store import Inventory, audit
 from asn_pipeline.store.database import DAY_LOCK_CLASS, DayRows
-from asn_pipeline.store.schema import ensure_schema
+from asn_pipeline.store.schema import _APPLIED_IN_PROCESS, ensure_schema
 from asn_pipeline_tests.conftest import CowrieLogs, Pipeline, configure, ts
 from asn_pipeline_tests.test_invariants import DAYS, write_week
 
@@ -360,3 +360,26 @@ def test_writes_of_one_day_wait_for_each_other_and_other_days_do_not(db_url):
     assert same_day.is_set()
     holder.dispose()
     writer.dispose()
+
+
+def test_a_step_finds_the_inventory_current_without_waiting_for_a_writer(db_url):
+    """The schema check at the start of a step (a new process: nothing applied in it yet) is a
+    read when the inventory is current: it does not wait for a write in progress."""
+    holder = Inventory(db_url)
+    ensure_schema(holder)
+    checker = Inventory(db_url)
+    checked = threading.Event()
+
+    def check() -> None:
+        assert ensure_schema(checker) == []
+        checked.set()
+
+    with holder.write():
+        _APPLIED_IN_PROCESS.discard(db_url)
+        thread = threading.Thread(target=check)
+        thread.start()
+        assert checked.wait(10)
+    thread.join(30)
+    assert db_url in _APPLIED_IN_PROCESS
+    holder.dispose()
+    checker.dispose()
