@@ -279,18 +279,26 @@ def test_a_dagster_instance_on_postgres_records_the_run(
     assert materialised == 5
 
 
-def test_a_write_loads_its_work_tables_while_another_holds_the_lock_on_postgresql_only(db_url):
-    """PostgreSQL: a second writer's ``stage`` (its work tables, the connection's own) runs while
-    the first holds the write lock, and its statements wait for the lock. SQLite: its lock comes
-    with the transaction, so the stage waits too. Either way, WRITE_LOCK counts the wait."""
+@pytest.mark.parametrize("part", ["stage", "day_rows"])
+def test_work_tables_and_a_days_own_rows_load_while_another_holds_the_lock_on_postgresql_only(
+    db_url, part
+):
+    """PostgreSQL: a second writer's ``stage`` (its work tables, the connection's own) and its
+    ``day_rows`` (its day's fragments, files and rejected lines, under the day's lock) run while
+    the first holds the write lock, and the rest of the write waits for the lock. SQLite: its
+    lock comes with the transaction, so they wait too. Either way, WRITE_LOCK counts the wait."""
     from asn_pipeline.store.database import WRITE_LOCK
 
     holder, writer = Inventory(db_url), Inventory(db_url)
     ensure_schema(holder)
-    staged, wrote = threading.Event(), threading.Event()
+    reached, wrote = threading.Event(), threading.Event()
 
     def second_write() -> None:
-        with writer.write(stage=lambda conn: staged.set()):
+        def hook(_conn) -> None:
+            reached.set()
+
+        parts = {"stage": hook} if part == "stage" else {"day_rows": DayRows(DAYS[0], hook)}
+        with writer.write(**parts):
             wrote.set()
 
     waited_before = WRITE_LOCK.waited
@@ -298,35 +306,11 @@ def test_a_write_loads_its_work_tables_while_another_holds_the_lock_on_postgresq
     with holder.write():
         thread.start()
         postgres = holder.dialect == "postgresql"
-        assert staged.wait(5 if postgres else 1) is postgres
+        assert reached.wait(5 if postgres else 1) is postgres
         assert not wrote.wait(1)  # the write itself waits for the lock
     thread.join(30)
-    assert staged.is_set() and wrote.is_set()
+    assert reached.is_set() and wrote.is_set()
     assert WRITE_LOCK.waited - waited_before >= 0.9  # the second write's wait, counted
-    holder.dispose()
-    writer.dispose()
-
-
-def test_a_days_own_rows_are_written_while_another_holds_the_lock_on_postgresql_only(db_url):
-    """PostgreSQL: a write's rows of its day alone (``DayRows``: fragments, files, rejected
-    lines) are written under the day's lock while another write holds the write lock; the rest
-    of the write waits for it. SQLite: one lock, so the day's rows wait too."""
-    holder, writer = Inventory(db_url), Inventory(db_url)
-    ensure_schema(holder)
-    day_written, wrote = threading.Event(), threading.Event()
-
-    def second_write() -> None:
-        with writer.write(day_rows=DayRows(DAYS[0], lambda conn: day_written.set())):
-            wrote.set()
-
-    thread = threading.Thread(target=second_write)
-    with holder.write():
-        thread.start()
-        postgres = holder.dialect == "postgresql"
-        assert day_written.wait(5 if postgres else 1) is postgres
-        assert not wrote.wait(1)
-    thread.join(30)
-    assert day_written.is_set() and wrote.is_set()
     holder.dispose()
     writer.dispose()
 

@@ -165,35 +165,35 @@ class Inventory:
         conn.exec_driver_sql(
             "SELECT pg_advisory_xact_lock_shared(%s, %s)", (DAY_LOCK_CLASS, ALL_DAYS)
         )
-        key = (DAY_LOCK_CLASS, day.toordinal())
-        if conn.exec_driver_sql("SELECT pg_try_advisory_xact_lock(%s, %s)", key).scalar():
-            return
-        holder = conn.execute(_queries("lock", "postgres")["day_lock_holder"], {"day": key[1]})
-        holder = holder.first()
-        self.on_wait(
-            f"waiting for the lock of day {day}: another run is writing that day"
-            + (f" (PostgreSQL backend {holder.pid}, {holder.application_name})" if holder else "")
+        self._take_advisory_lock(
+            conn, f"the lock of day {day}", (DAY_LOCK_CLASS, day.toordinal()), "day_lock_holder"
         )
-        started = time.monotonic()
-        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s, %s)", key)
-        self.on_wait(f"got the lock of day {day} after {time.monotonic() - started:.1f} s")
 
-    def _take_advisory_lock(self, conn: Connection) -> None:
-        if conn.exec_driver_sql("SELECT pg_try_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,)).scalar():
+    def _take_advisory_lock(
+        self,
+        conn: Connection,
+        name: str = "the inventory write lock",
+        key: tuple[int, ...] = (WRITE_LOCK_KEY,),
+        holder_query: str = "write_lock_holder",
+    ) -> None:
+        """Take an advisory lock at once if it is free; else say who holds it, and wait."""
+        args = ", ".join(["%s"] * len(key))
+        if conn.exec_driver_sql(f"SELECT pg_try_advisory_xact_lock({args})", key).scalar():
             return
-        holder = conn.execute(_queries("lock", "postgres")["write_lock_holder"]).first()
+        holder = conn.execute(_queries("lock", "postgres")[holder_query], {"key": key[-1]})
+        holder = holder.first()
         if holder is None:
-            self.on_wait("waiting for the inventory write lock (its holder just let it go)")
+            self.on_wait(f"waiting for {name} (its holder just let it go)")
         else:
             self.on_wait(
-                f"waiting for the inventory write lock, held by PostgreSQL backend {holder.pid} "
+                f"waiting for {name}, held by PostgreSQL backend {holder.pid} "
                 f"({holder.application_name or 'no application name'}, client "
                 f"{holder.client_addr or 'local socket'}, transaction started "
                 f"{holder.xact_start:%Y-%m-%d %H:%M:%S %Z}, {holder.state})"
             )
         started = time.monotonic()
-        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
-        self.on_wait(f"got the inventory write lock after {time.monotonic() - started:.1f} s")
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({args})", key)
+        self.on_wait(f"got {name} after {time.monotonic() - started:.1f} s")
 
     def _claim_sqlite_lock(self) -> None:
         """Say who this writer is, for writers that queue behind it (SQLite cannot tell them):

@@ -10,9 +10,9 @@ WHERE l.locktype = 'advisory' AND l.granted
 
 -- name: day_lock_holder
 -- The session that holds the lock of one day (asn_pipeline.store.database.DAY_LOCK_CLASS and
--- the day's ordinal: two int4 keys show as classid and objid, objsubid 2).
-SELECT a.pid, a.application_name
+-- the day's ordinal, :key: two int4 keys show as classid and objid, objsubid 2).
+SELECT a.pid, a.application_name, a.client_addr, a.xact_start, a.state
 FROM pg_locks AS l
 JOIN pg_stat_activity AS a ON a.pid = l.pid
 WHERE l.locktype = 'advisory' AND l.granted
-  AND l.classid = 1634954852 AND l.objid = :day AND l.objsubid = 2;
+  AND l.classid = 1634954852 AND l.objid = :key AND l.objsubid = 2;
