@@ -51,9 +51,10 @@ class Audited:
     mmdb_files: dict[str, Path]
 
     def last_lookup_run(self, ip: str) -> str:
-        """The run of the last day with a fragment of ``ip``: the last run that looked it up."""
-        fragments = self.pipeline.table("session_fragments")
-        days = fragments.loc[fragments["src_ip"] == ip, "fragment_date"]
+        """The run of the last day with a part of a session of ``ip``: the last run that looked
+        it up."""
+        parts = self.pipeline.table("session_parts")
+        days = parts.loc[parts["src_ip"] == ip, "fragment_date"]
         return self.runs[dt.date.fromisoformat(days.max())]
 
 

@@ -116,7 +116,7 @@ def test_the_checks_look_at_the_days_rows(week: Pipeline):
     [result] = week.run(DAYS[1])
 
     found = {name: metadata(e) for name, e in evaluations(result).items()}
-    addresses = week.table("session_fragments").query(f"fragment_date == '{DAYS[1]}'")
+    addresses = week.table("session_parts").query(f"fragment_date == '{DAYS[1]}'")
     assert found[inventory.IP_COUNTERS]["addresses"] == addresses["src_ip"].nunique()
     assert found[inventory.ASN_COVERAGE]["global_addresses"] == len(
         set(addresses["src_ip"]) - set(BOGONS)
@@ -203,8 +203,8 @@ def test_asn_references_without_a_row_are_caught(week: Pipeline):
         f"AND src_ip <> '{MAPPED_IP}'",
     )
     sessions = week.table("sessions")
-    fragments = week.table("session_fragments")
-    day_addresses = set(fragments.loc[fragments["fragment_date"] == str(DAYS[0]), "src_ip"])
+    parts = week.table("session_parts")
+    day_addresses = set(parts.loc[parts["fragment_date"] == str(DAYS[0]), "src_ip"])
     expected = sessions[
         sessions["src_ip"].isin(day_addresses) & sessions["asn_number"].isin([99998, 99999])
     ]

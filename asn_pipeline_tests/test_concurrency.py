@@ -184,15 +184,15 @@ def count_writes(
 
 def assert_consistent(pipeline: Pipeline) -> None:
     """What any committed prefix of transactions must satisfy: no dangling reference, sessions
-    equal to the merge of their fragments, and every stale counter queued for recomputation."""
+    equal to the merge of their parts, and every stale counter queued for recomputation."""
     inventory = Inventory(pipeline.db_url)
     try:
         assert audit.dangling_asn_references(inventory) == 0
     finally:
         inventory.dispose()
-    fragments = pipeline.table("session_fragments")
+    parts = pipeline.table("session_parts")
     sessions = pipeline.table("sessions").set_index(["sensor", "session_id"]).sort_index()
-    merged = fragments.groupby(["sensor", "session_id"]).agg(
+    merged = parts.groupby(["sensor", "session_id"]).agg(
         ingest_date=("fragment_date", "min"),
         first_event_at=("first_event_at", "min"),
         last_event_at=("last_event_at", "max"),

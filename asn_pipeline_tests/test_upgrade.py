@@ -74,12 +74,12 @@ def test_an_inventory_of_the_first_release_upgrades_in_place(
 
     inventory = Inventory(release.db_url)
     try:
-        assert ensure_schema(inventory) == [2, 3, 4]
+        assert ensure_schema(inventory) == [2, 3, 4, 5]
     finally:
         inventory.dispose()
 
     applied = release.table("schema_migrations").sort_values("version")
-    assert applied["version"].tolist() == [1, 2, 3, 4]
+    assert applied["version"].tolist() == [1, 2, 3, 4, 5]
     for table in ("session_fragments", "ip_asn_history", "rejected_events"):
         pd.testing.assert_frame_equal(
             release.table(table)[before[table].columns], before[table], check_dtype=False
@@ -134,7 +134,7 @@ def test_an_inventory_newer_than_the_code_is_refused(db_url, release: Pipeline):
 def test_an_inventory_of_the_previous_release_gains_step_outputs_and_keeps_every_row(
     pipeline: Pipeline, logs
 ):
-    """Migration 004 from schema 3 (the release before it), with a week of data in it."""
+    """Migration 004 from schema 3 (the release that added it), with a week of data in it."""
     from asn_pipeline.store import schema
     from asn_pipeline.store.report import table_checksums
     from asn_pipeline_tests.conftest import assert_exact
@@ -143,19 +143,83 @@ def test_an_inventory_of_the_previous_release_gains_step_outputs_and_keeps_every
 
     write_week(logs)
     pipeline.run(*WEEK[:-1])
-    # The previous release's schema: everything but 004's table and its record.
-    pipeline.execute("DROP TABLE step_outputs", "DELETE FROM schema_migrations WHERE version = 4")
+    # Schema 3: everything but 004's table, 005's view and their records.
+    pipeline.execute(
+        "DROP VIEW session_parts",
+        "DROP TABLE step_outputs",
+        "DELETE FROM schema_migrations WHERE version >= 4",
+    )
     inventory = Inventory(pipeline.db_url)
     try:
         before = table_checksums(inventory)
         schema._APPLIED_IN_PROCESS.discard(inventory.url)  # as a new process of the new release
-        assert ensure_schema(inventory) == [4]
+        assert ensure_schema(inventory) == [4, 5]
         assert table_checksums(inventory) == before
     finally:
         inventory.dispose()
-    assert pipeline.table("schema_migrations")["version"].tolist()[-1] == 4
+    assert pipeline.table("schema_migrations")["version"].tolist()[-2:] == [4, 5]
     assert pipeline.table("step_outputs").empty
     (result,) = pipeline.run(WEEK[-1])
     assert result.success
     assert set(pipeline.table("step_outputs")["run_id"]) == {result.run_id}
     assert_exact(pipeline)
+
+
+def test_an_inventory_of_the_previous_release_keeps_its_fragments_and_converges_when_rewritten(
+    pipeline: Pipeline, logs, request, tmp_path, monkeypatch
+):
+    """Migration 005 from schema 4 (the release before it): that release kept a fragment for
+    every session. Its days stay valid as they are, new days meet them, and a day written again
+    is stored as this release stores it, with every part, session and counter exact."""
+    from asn_pipeline.store import schema
+    from asn_pipeline.store.report import table_checksums
+    from asn_pipeline_tests.conftest import assert_exact
+    from asn_pipeline_tests.test_invariants import DAYS as WEEK
+    from asn_pipeline_tests.test_invariants import write_week
+
+    write_week(logs)
+    pipeline.run(*WEEK[:-1])
+    columns = ["sensor", "session_id", "fragment_date", "src_ip", "first_event_at"]
+    columns += ["last_event_at", "event_count", "ingested_by_run"]
+    parts = pipeline.table("session_parts")[columns]
+    fragments = pipeline.table("session_fragments")
+    assert 0 < len(fragments) < len(parts)  # the spanning sessions' parts only
+    # Schema 4 as that release left it: a fragment for every part, no view.
+    pipeline.execute(
+        "INSERT INTO session_fragments SELECT p.* FROM session_parts AS p WHERE NOT EXISTS ("
+        "SELECT 1 FROM session_fragments AS f WHERE f.sensor = p.sensor"
+        " AND f.session_id = p.session_id AND f.fragment_date = p.fragment_date)",
+        "DROP VIEW session_parts",
+        "DELETE FROM schema_migrations WHERE version = 5",
+    )
+    assert len(pipeline.table("session_fragments")) == len(parts)
+    inventory = Inventory(pipeline.db_url)
+    try:
+        before = table_checksums(inventory)
+        schema._APPLIED_IN_PROCESS.discard(inventory.url)  # as a new process of the new release
+        assert ensure_schema(inventory) == [5]
+        assert table_checksums(inventory) == before
+    finally:
+        inventory.dispose()
+    key = ["sensor", "session_id", "fragment_date"]
+    pd.testing.assert_frame_equal(
+        pipeline.table("session_parts")[columns].sort_values(key, ignore_index=True),
+        parts.sort_values(key, ignore_index=True),
+    )
+
+    # A new day next to the old ones, then every day again, last first: the same state as this
+    # release's own pass from nothing, fragments included.
+    (result,) = pipeline.run(WEEK[-1])
+    assert result.success
+    assert_exact(pipeline)
+    for day in reversed(WEEK):
+        pipeline.run(day)
+    assert_exact(pipeline)
+    fresh = pipeline.other(request, tmp_path, "fresh")
+    monkeypatch.setenv("ASN_PIPELINE_DB_URL", fresh.db_url)
+    fresh.run(*WEEK)
+    assert pipeline.snapshot() == fresh.snapshot()
+    # Only the sessions spanning midnight keep fragments, two parts each.
+    kept = pipeline.table("session_fragments").groupby(["sensor", "session_id"]).size()
+    assert kept.index.get_level_values("session_id").str.startswith("mid").all()
+    assert (kept == 2).all() and len(kept) == 2 * (len(WEEK) - 1)

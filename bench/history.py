@@ -1,4 +1,5 @@
-"""The inventory as earlier days left it: a history of addresses, each with one session.
+"""The inventory as earlier days left it: a history of addresses, each with one session (of one
+day, so stored as its sessions row alone, with no fragment).
 
 Loaded once per (workload, size, database) into a template (a SQLite file, a PostgreSQL database),
 then copied for every measured run, so each run starts from the same state. The rows satisfy the
@@ -251,8 +252,6 @@ def _history_frames(history: pd.DataFrame) -> dict[str, pd.DataFrame]:
             "asn_number": asn,
         }
     )
-    fragments = sessions.drop(columns="asn_number").rename(columns={"ingest_date": "fragment_date"})
-    fragments["ingested_by_run"] = HISTORY_RUN
     by_asn = ip_inventory[mapped].groupby("current_asn")
     asn_inventory = pd.DataFrame(
         {
@@ -288,7 +287,6 @@ def _history_frames(history: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {
         "asn_inventory": asn_inventory,
         "ip_inventory": ip_inventory,
-        "session_fragments": fragments,
         "sessions": sessions,
         "asn_daily_stats": daily,
         "ip_asn_history": ip_asn_history,

@@ -40,8 +40,8 @@ PG_WORK_MEM = "64MB"
 # share runs serially under it, so the invariants hold under any concurrency; parsing, lookups,
 # loading work tables and a day's own rows run in parallel outside it.
 WRITE_LOCK_KEY = 0x61736E5F706970  # "asn_pip"
-# A write's rows that belong to one day alone (its fragments, source files and rejected lines)
-# are written before that lock, under a lock of the day: pg_advisory_xact_lock(DAY_LOCK_CLASS,
+# A write's rows that belong to one day alone (its source files and rejected lines) are
+# written before that lock, under a lock of the day: pg_advisory_xact_lock(DAY_LOCK_CLASS,
 # the day's ordinal). Writers of other days touch none of those rows and only read them, so they
 # go on under the write lock meanwhile. Every day writer also holds (DAY_LOCK_CLASS, 0) shared;
 # a migration takes it exclusively, before the write lock like the rest (no lock-order cycle).

@@ -42,7 +42,7 @@ class InventoryWritten:
 def day_addresses(
     inventory: Inventory, first_day: dt.date, last_day: dt.date | None = None
 ) -> list[str]:
-    """Distinct source addresses of the session fragments of ``first_day`` (to ``last_day``)."""
+    """Distinct source addresses of the sessions and parts of ``first_day`` (to ``last_day``)."""
     with inventory.read() as conn:
         return list(
             run(
@@ -82,9 +82,9 @@ def upsert_lookups(
     """Write the lookups: Team Cymru's new answers to its cache, ASN rows, then addresses,
     their ASN history and counters, in one transaction.
 
-    With ``day``, the day is written in the same transaction: its fragments, source files and
-    rejected lines first (``store.sessions.write_day_rows``; on PostgreSQL under the day's lock,
-    before the write lock), then under the write lock its sessions, after the ASN rows and
+    With ``day``, the day is written in the same transaction: its source files and rejected
+    lines first (``store.sessions.write_day_rows``; on PostgreSQL under the day's lock, before
+    the write lock), then under the write lock its sessions and fragments, after the ASN rows and
     before the addresses' counters (``store.sessions.write_day``): each session row once, with
     the ASN its address's lookup gives, so that the backfill step finds nothing to change.
 

@@ -53,7 +53,8 @@ def address_provenance(inventory: Inventory, ip_address: str) -> dict | None:
 
 
 def session_provenance(inventory: Inventory, sensor: str, session_id: str) -> list[dict]:
-    """The sessions of one Cowrie id, one row per fragment, with the run that read each."""
+    """The sessions of one Cowrie id, one row per part (a day of a session), with the run that
+    read each."""
     with inventory.read() as conn:
         rows = run(conn, MODULE, "session_provenance", sensor=sensor, session_id=session_id)
         return _rows(rows)

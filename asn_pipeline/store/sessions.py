@@ -1,5 +1,5 @@
-"""Writing one day's sessions: fragments, sessions, source files and rejected lines, in one
-transaction."""
+"""Writing one day's sessions: sessions, the parts of those spanning days (fragments), source
+files and rejected lines, in one transaction."""
 
 from __future__ import annotations
 
@@ -159,22 +159,14 @@ def day_rows(write: DayWrite) -> DayRows:
 
 
 def write_day_rows(conn: Connection, write: DayWrite) -> None:
-    """Replace what belongs to the day alone: its fragments, source files and rejected lines,
-    after noting the sessions its old fragments belonged to (``w_sessions``). No writer of
+    """Replace what belongs to the day alone: its source files and rejected lines. No writer of
     another day writes these rows, so on PostgreSQL this runs under the day's lock before the
-    write lock (``Inventory.write``); ``write_day`` then re-merges the sessions under it.
-    Raises ``DayWouldShrink`` first if the day would lose lines (``check_shrinkage``)."""
+    write lock (``Inventory.write``); ``write_day`` then writes the sessions under it. Raises
+    ``DayWouldShrink`` first if the day would lose lines (``check_shrinkage``)."""
     params = _params(write)
     if not write.allow_shrink:
         check_shrinkage(conn, write)
-    for name in (
-        "collect_touched_sessions",
-        "delete_day_fragments",
-        "insert_day_fragments",
-        "delete_day_rejects",
-        "delete_day_source_files",
-        "insert_day_source_files",
-    ):
+    for name in ("delete_day_rejects", "delete_day_source_files", "insert_day_source_files"):
         run(conn, "sessions", name, **params)
     for rows in write.rejected:
         bulk_insert(conn, "rejected_events", REJECT_COLUMNS, rows)
@@ -183,34 +175,42 @@ def write_day_rows(conn: Connection, write: DayWrite) -> None:
 
 
 def write_day(conn: Connection, write: DayWrite) -> SessionsWritten:
-    """Re-merge the sessions of the day written by ``write_day_rows``, in the caller's write
-    transaction, under the write lock.
+    """Replace the day's sessions with its new parts (``w_fragments``) and re-merge the sessions
+    they belong to, in the caller's write transaction, under the write lock.
 
-    A session is the fragments of one (sensor, session id) on consecutive days: the islands that
-    hold the day before, the day and the day after are rebuilt from all their fragments, so a
+    A session is the parts of one (sensor, session id) on consecutive days: the islands that
+    hold the day before, the day and the day after are rebuilt from all their parts, so a
     session spanning midnight stays one row owned by its first day whatever the order of runs,
-    and an id reused after a gap stays another session. Other days' fragments are read here,
-    under the lock, never the day's own (the new ones are in ``w_fragments``). Each session row
-    is written with its ASN snapshot: the ASN ``w_lookups`` gives its address where the caller
-    is upserting the day's lookups in the same transaction (``store.inventory.upsert_lookups``),
+    and an id reused after a gap stays another session. A session of one day alone is stored as
+    its row; only the parts of a session spanning days are kept in ``session_fragments`` (a
+    neighbour's part becomes a fragment when this day joins its session, and its row alone when
+    this day leaves it), so those rows are written under the lock too. Each session row is
+    written with its ASN snapshot: the ASN ``w_lookups`` gives its address where the caller is
+    upserting the day's lookups in the same transaction (``store.inventory.upsert_lookups``),
     else the address's current ASN. Stale keys are queued; ``w_ips`` is left holding the
     addresses of the touched sessions.
     """
     params = _params(write)
     for name in (
-        "collect_other_fragments",
+        "collect_touched_sessions",
+        "collect_id_sessions",
+        "collect_other_parts",
         "collect_islands",
         "collect_old_sessions",
         "collect_old_island_sessions",
     ):
         run(conn, "sessions", name, **params)
-    analyze(conn, "w_sessions", "w_old_sessions", "w_other_fragments", "w_islands")
+    analyze(conn, "w_sessions", "w_id_sessions", "w_old_sessions", "w_other_parts", "w_islands")
     for name in (
         "merge_single_day_sessions",
         "merge_island_sessions",
         "collect_touched_ips",
         "mark_days_of_old_sessions",
         "remember_first_dates",
+        "delete_day_fragments",
+        "insert_day_fragments",
+        "insert_joined_fragments",
+        "delete_split_fragments",
         "delete_touched_sessions",
         "insert_merged_sessions",
         "mark_days_of_merged_sessions",

@@ -47,7 +47,7 @@ SPECS = [
         blocking=False,
         description=(
             "A session spanning midnight is one row: no session of the day or the next "
-            "begins where a fragment of the same id lies on the day before."
+            "begins where a part of the same id lies on the day before."
         ),
     ),
 ]

@@ -40,7 +40,7 @@ def lookup_addresses(
 ) -> Lookups:
     """Classify the day's distinct source addresses and look up global ones in MaxMind: those of
     the day cowrie_sessions staged for this step's upsert to write, if any, else those of the
-    day's fragments."""
+    day's sessions and session parts (``store.inventory.day_addresses``)."""
     days = partition_days(context)
     inventory = inventory_db.inventory
     with retry_only_transient():

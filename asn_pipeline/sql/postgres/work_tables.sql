@@ -48,7 +48,19 @@ CREATE TEMP TABLE IF NOT EXISTS w_old_sessions (
     asn_number  bigint,
     PRIMARY KEY (sensor, session_id, ingest_date)
 );
-CREATE TEMP TABLE IF NOT EXISTS w_other_fragments (
+CREATE TEMP TABLE IF NOT EXISTS w_id_sessions (
+    sensor         text NOT NULL,
+    session_id     text NOT NULL,
+    ingest_date    date NOT NULL,
+    src_ip         text NOT NULL,
+    first_event_at timestamptz NOT NULL,
+    last_event_at  timestamptz NOT NULL,
+    event_count    bigint NOT NULL,
+    asn_number     bigint,
+    PRIMARY KEY (sensor, session_id, ingest_date)
+);
+-- from_session: the part is a sessions row without a fragment (a session of that day alone).
+CREATE TEMP TABLE IF NOT EXISTS w_other_parts (
     sensor         text NOT NULL,
     session_id     text NOT NULL,
     fragment_date  date NOT NULL,
@@ -56,6 +68,7 @@ CREATE TEMP TABLE IF NOT EXISTS w_other_fragments (
     first_event_at timestamptz NOT NULL,
     last_event_at  timestamptz NOT NULL,
     event_count    bigint NOT NULL,
+    from_session   bigint NOT NULL,
     PRIMARY KEY (sensor, session_id, fragment_date)
 );
 CREATE TEMP TABLE IF NOT EXISTS w_merged (
@@ -94,7 +107,7 @@ CREATE TEMP TABLE IF NOT EXISTS w_lookups (
     enrichment        jsonb NOT NULL,
     cymru_status      text
 );
--- The fragments of the touched sessions that have fragments on other days, each with the first
+-- The parts of the touched sessions that have parts on other days, each with the first
 -- day of its run of consecutive days: one session per run (DESIGN §1).
 CREATE TEMP TABLE IF NOT EXISTS w_islands (
     sensor         text NOT NULL,
@@ -105,6 +118,7 @@ CREATE TEMP TABLE IF NOT EXISTS w_islands (
     last_event_at  timestamptz NOT NULL,
     event_count    bigint NOT NULL,
     island_start   date NOT NULL,
+    from_session   bigint NOT NULL,
     PRIMARY KEY (sensor, session_id, fragment_date)
 );
 -- The files a day's write read (asn_pipeline.cowrie.FileReport).

@@ -14,21 +14,25 @@ WHERE ingest_date BETWEEN :first_day AND :last_day
 ORDER BY ingest_date, source_file;
 
 -- name: split_sessions
--- Sessions owned by the days or the day after them whose (sensor, session_id) has a fragment on
--- the day before their first day: one session spanning midnight stored as two rows. The first
--- rows found, and how many there are.
+-- Sessions owned by the days or the day after them whose (sensor, session_id) has a part on the
+-- day before their first day (a session owned by that day, or a fragment of one spanning it):
+-- one session spanning midnight stored as two rows. The first rows found, and how many there are.
 SELECT s.sensor, s.session_id, s.ingest_date, count(*) OVER () AS found
 FROM sessions AS s
 WHERE s.ingest_date BETWEEN :first_day AND :day_after
-  AND EXISTS (
-      SELECT 1 FROM session_fragments AS f
-      WHERE f.sensor = s.sensor AND f.session_id = s.session_id
-        AND f.fragment_date = date(s.ingest_date, '-1 day'))
+  AND (EXISTS (
+           SELECT 1 FROM sessions AS p
+           WHERE p.sensor = s.sensor AND p.session_id = s.session_id
+             AND p.ingest_date = date(s.ingest_date, '-1 day'))
+       OR EXISTS (
+           SELECT 1 FROM session_fragments AS f
+           WHERE f.sensor = s.sensor AND f.session_id = s.session_id
+             AND f.fragment_date = date(s.ingest_date, '-1 day')))
 ORDER BY s.ingest_date, s.sensor, s.session_id
 LIMIT :examples;
 
 -- name: day_address_audit
--- One row per address of the days' fragments that has an ip_inventory row: what the address
+-- One row per address of the days' sessions and fragments that has an ip_inventory row: what the address
 -- checks look at. counters_differ: session_count / first_seen / last_seen differ from what its
 -- sessions say; queued: it is in stale_ips; asn_missing: its current_asn has no asn_inventory
 -- row; session_asns_missing: its sessions whose asn_number has none. A session's ASN is nearly
@@ -54,8 +58,10 @@ SELECT i.ip_address, i.ip_class, i.asn_source, i.current_asn, i.build_epoch,
                                    WHERE a.asn_number = i.current_asn)
               THEN sum(CASE WHEN s.asn_number = i.current_asn THEN 1 ELSE 0 END)
               ELSE 0 END AS session_asns_missing
-FROM (SELECT DISTINCT src_ip FROM session_fragments
-      WHERE fragment_date BETWEEN :first_day AND :last_day) AS d
+FROM (SELECT src_ip FROM sessions WHERE ingest_date BETWEEN :first_day AND :last_day
+      UNION
+      SELECT src_ip FROM session_fragments WHERE fragment_date BETWEEN :first_day AND :last_day)
+     AS d
 CROSS JOIN ip_inventory AS i
 LEFT JOIN sessions AS s ON s.src_ip = i.ip_address
 WHERE i.ip_address = d.src_ip

@@ -1,10 +1,11 @@
 -- Upserting one day's lookups (assets ip_inventory and asn_inventory). The lookups are in w_lookups.
 
 -- name: day_addresses
--- The distinct source addresses of a day, or of the days of a range.
-SELECT DISTINCT src_ip
-FROM session_fragments
-WHERE fragment_date BETWEEN :first_day AND :last_day
+-- The distinct source addresses of a day, or of the days of a range: of the sessions they own
+-- and of the parts of sessions spanning days (a session owned by an earlier day).
+SELECT src_ip FROM sessions WHERE ingest_date BETWEEN :first_day AND :last_day
+UNION
+SELECT src_ip FROM session_fragments WHERE fragment_date BETWEEN :first_day AND :last_day
 ORDER BY src_ip;
 
 -- name: collect_touched_ips
@@ -168,7 +169,9 @@ SELECT count(*) FROM ip_inventory;
 -- name: day_pending
 SELECT
     (SELECT count(*)
-       FROM (SELECT DISTINCT src_ip FROM session_fragments WHERE fragment_date = :day) AS d
+       FROM (SELECT src_ip FROM sessions WHERE ingest_date = :day
+             UNION
+             SELECT src_ip FROM session_fragments WHERE fragment_date = :day) AS d
       WHERE NOT EXISTS (SELECT 1 FROM ip_inventory AS i WHERE i.ip_address = d.src_ip))
         AS addresses_awaiting_lookup,
     (SELECT count(*)

@@ -1,36 +1,66 @@
--- Replacing one day's sessions (asset cowrie_sessions). The day's new fragments are in w_fragments.
+-- Replacing one day's sessions (asset cowrie_sessions). The day's new parts are in w_fragments.
+-- A part is what one day's files say about one (sensor, session_id). A session seen on one day
+-- alone is stored as its sessions row; a session spanning days as its row plus one
+-- session_fragments row per part. A sessions row is a part of its own when no fragment of its id
+-- holds its ingest_date (a day written before fragments were kept for spanning sessions only
+-- holds a fragment for every session, until it is written again): view session_parts.
 -- Work sets are built once from the tables and every later statement reads them, so the cost
 -- follows the day's sessions, not the size of the history. `w_x CROSS JOIN table WHERE ...` makes
 -- SQLite loop over the (small) work set and probe the table's index, whatever its statistics say.
 
 -- name: collect_touched_sessions
--- Sessions the write touches: those with an old fragment of the day and those in the new ones.
+-- Sessions the write touches: those with an old part on the day and those in the new parts.
 INSERT INTO w_sessions (sensor, session_id)
 SELECT sensor, session_id FROM session_fragments WHERE fragment_date = :day
 UNION
+SELECT sensor, session_id FROM sessions WHERE ingest_date = :day
+UNION
 SELECT sensor, session_id FROM w_fragments;
 
--- name: collect_other_fragments
--- Fragments of the touched sessions' ids from other days: a session spanning midnight, or the
--- same id reused on another day.
-INSERT INTO w_other_fragments
-    (sensor, session_id, fragment_date, src_ip, first_event_at, last_event_at, event_count)
-SELECT f.sensor, f.session_id, f.fragment_date, f.src_ip, f.first_event_at, f.last_event_at,
-       f.event_count
+-- name: collect_id_sessions
+-- Every session of the touched ids: one probe per id. An id without one has no part on another
+-- day (every part belongs to a session, which has a row).
+INSERT INTO w_id_sessions
+    (sensor, session_id, ingest_date, src_ip, first_event_at, last_event_at, event_count,
+     asn_number)
+SELECT s.sensor, s.session_id, s.ingest_date, s.src_ip, s.first_event_at, s.last_event_at,
+       s.event_count, s.asn_number
 FROM w_sessions AS k
+CROSS JOIN sessions AS s
+WHERE s.sensor = k.sensor AND s.session_id = k.session_id;
+
+-- name: collect_other_parts
+-- The parts of those ids on other days: their fragments, and the sessions stored as their row
+-- alone (from_session). A session spanning midnight, or the same id reused on another day.
+INSERT INTO w_other_parts
+    (sensor, session_id, fragment_date, src_ip, first_event_at, last_event_at, event_count,
+     from_session)
+SELECT f.sensor, f.session_id, f.fragment_date, f.src_ip, f.first_event_at, f.last_event_at,
+       f.event_count, 0
+FROM (SELECT DISTINCT sensor, session_id FROM w_id_sessions) AS k
 CROSS JOIN session_fragments AS f
-WHERE f.sensor = k.sensor AND f.session_id = k.session_id AND f.fragment_date <> :day;
+WHERE f.sensor = k.sensor AND f.session_id = k.session_id AND f.fragment_date <> :day
+UNION ALL
+SELECT s.sensor, s.session_id, s.ingest_date, s.src_ip, s.first_event_at, s.last_event_at,
+       s.event_count, 1
+FROM w_id_sessions AS s
+WHERE s.ingest_date <> :day
+  AND NOT EXISTS (
+      SELECT 1 FROM session_fragments AS f
+      WHERE f.sensor = s.sensor AND f.session_id = s.session_id
+        AND f.fragment_date = s.ingest_date);
 
 -- name: collect_islands
--- Those ids' fragments, the day's new ones included, each with the first day of its run of
+-- Those ids' parts, the day's new ones included, each with the first day of its run of
 -- consecutive days (an "island"): one session is one island. A run starts where the previous
--- fragment of the id is not from the day before.
+-- part of the id is not from the day before.
 INSERT INTO w_islands
     (sensor, session_id, fragment_date, src_ip, first_event_at, last_event_at, event_count,
-     island_start)
+     island_start, from_session)
 SELECT sensor, session_id, fragment_date, src_ip, first_event_at, last_event_at, event_count,
        max(CASE WHEN starts_run = 1 THEN fragment_date END) OVER (
-           PARTITION BY sensor, session_id ORDER BY fragment_date ROWS UNBOUNDED PRECEDING)
+           PARTITION BY sensor, session_id ORDER BY fragment_date ROWS UNBOUNDED PRECEDING),
+       from_session
 FROM (
     SELECT f.*,
            CASE WHEN julianday(f.fragment_date) - julianday(lag(f.fragment_date) OVER (
@@ -38,14 +68,14 @@ FROM (
                 THEN 0 ELSE 1 END AS starts_run
     FROM (
         SELECT sensor, session_id, fragment_date, src_ip, first_event_at, last_event_at,
-               event_count
-        FROM w_other_fragments
+               event_count, from_session
+        FROM w_other_parts
         UNION ALL
         SELECT n.sensor, n.session_id, :day, n.src_ip, n.first_event_at, n.last_event_at,
-               n.event_count
+               n.event_count, 0
         FROM w_fragments AS n
         WHERE EXISTS (
-            SELECT 1 FROM w_other_fragments AS o
+            SELECT 1 FROM w_other_parts AS o
             WHERE o.sensor = n.sensor AND o.session_id = n.session_id
         )
     ) AS f
@@ -58,22 +88,20 @@ FROM (
 -- the island holding D-1 starts on the same day before and after the write, as that depends on
 -- earlier days only.
 INSERT INTO w_old_sessions (sensor, session_id, src_ip, ingest_date, asn_number)
-SELECT s.sensor, s.session_id, s.src_ip, s.ingest_date, s.asn_number
-FROM w_sessions AS k
-CROSS JOIN sessions AS s
-WHERE s.sensor = k.sensor AND s.session_id = k.session_id
-  AND s.ingest_date IN (:day, :next_day);
+SELECT sensor, session_id, src_ip, ingest_date, asn_number
+FROM w_id_sessions
+WHERE ingest_date IN (:day, :next_day);
 
 -- name: collect_old_island_sessions
 INSERT INTO w_old_sessions (sensor, session_id, src_ip, ingest_date, asn_number)
 SELECT s.sensor, s.session_id, s.src_ip, s.ingest_date, s.asn_number
 FROM w_islands AS w
-CROSS JOIN sessions AS s
+CROSS JOIN w_id_sessions AS s
 WHERE w.fragment_date = :previous_day
   AND s.sensor = w.sensor AND s.session_id = w.session_id AND s.ingest_date = w.island_start;
 
 -- name: merge_single_day_sessions
--- An id with no fragment on another day is one session: its fragment of this day. asn_number
+-- An id with no part on another day is one session: its part of this day. asn_number
 -- snapshots the address's ASN: the one its lookup gives where the write upserts the day's
 -- lookups too (w_lookups, empty otherwise), else its current one (probed only then).
 INSERT INTO w_merged
@@ -85,13 +113,13 @@ SELECT f.sensor, f.session_id, f.src_ip, :day, f.first_event_at, f.last_event_at
 FROM w_fragments AS f
 LEFT JOIN w_lookups AS l ON l.ip_address = f.src_ip
 WHERE NOT EXISTS (
-    SELECT 1 FROM w_other_fragments AS o
+    SELECT 1 FROM w_other_parts AS o
     WHERE o.sensor = f.sensor AND o.session_id = f.session_id
 );
 
 -- name: merge_island_sessions
 -- One session per island that holds the previous day, the day or the next day, from all of its
--- fragments. Its first day owns it and gives its source address. The ASN snapshot as in
+-- parts. Its first day owns it and gives its source address. The ASN snapshot as in
 -- merge_single_day_sessions for the day's own sessions; a session another day owns takes its
 -- address's current ASN (before this write's lookups, which are the day's).
 INSERT INTO w_merged
@@ -143,11 +171,48 @@ GROUP BY s.src_ip;
 DELETE FROM session_fragments WHERE fragment_date = :day;
 
 -- name: insert_day_fragments
+-- The day's parts of sessions spanning days; a session of this day alone is its row only.
 INSERT INTO session_fragments
     (sensor, session_id, fragment_date, src_ip, first_event_at, last_event_at, event_count,
      ingested_by_run)
-SELECT sensor, session_id, :day, src_ip, first_event_at, last_event_at, event_count, :run_id
-FROM w_fragments;
+SELECT w.sensor, w.session_id, w.fragment_date, w.src_ip, w.first_event_at, w.last_event_at,
+       w.event_count, :run_id
+FROM w_islands AS w
+WHERE w.fragment_date = :day
+  AND EXISTS (SELECT 1 FROM w_islands AS o
+              WHERE o.sensor = w.sensor AND o.session_id = w.session_id
+                AND o.island_start = w.island_start AND o.fragment_date <> :day);
+
+-- name: insert_joined_fragments
+-- A neighbour day's session stored as its row alone that now spans days with this one: its part
+-- becomes a fragment, with the run that wrote that day's files.
+INSERT INTO session_fragments
+    (sensor, session_id, fragment_date, src_ip, first_event_at, last_event_at, event_count,
+     ingested_by_run)
+SELECT w.sensor, w.session_id, w.fragment_date, w.src_ip, w.first_event_at, w.last_event_at,
+       w.event_count,
+       (SELECT max(r.ingested_by_run) FROM source_files AS r WHERE r.ingest_date = w.fragment_date)
+FROM w_islands AS w
+WHERE w.from_session = 1
+  AND EXISTS (SELECT 1 FROM w_islands AS o
+              WHERE o.sensor = w.sensor AND o.session_id = w.session_id
+                AND o.island_start = w.island_start AND o.fragment_date <> w.fragment_date);
+
+-- name: delete_split_fragments
+-- ... and the other way: another day's part left alone (this day no longer holds its id, or a
+-- fragment written before fragments were kept for spanning sessions only) becomes its session's
+-- row alone, whose run session_parts finds in that day's files. A day written before files were
+-- recorded keeps its fragments: they hold the run that read them.
+DELETE FROM session_fragments
+WHERE (sensor, session_id, fragment_date) IN (
+    SELECT w.sensor, w.session_id, w.fragment_date
+    FROM w_islands AS w
+    WHERE w.from_session = 0 AND w.fragment_date <> :day
+      AND NOT EXISTS (SELECT 1 FROM w_islands AS o
+                      WHERE o.sensor = w.sensor AND o.session_id = w.session_id
+                        AND o.island_start = w.island_start
+                        AND o.fragment_date <> w.fragment_date)
+      AND EXISTS (SELECT 1 FROM source_files AS r WHERE r.ingest_date = w.fragment_date));
 
 -- name: delete_touched_sessions
 DELETE FROM sessions
@@ -211,17 +276,22 @@ ORDER BY logical_name;
 
 -- name: day_lines_held
 -- The lines the day accounts for now: its events and its rejected lines, as its source files
--- say, or (a day written before files were recorded) as its fragments and rejects say.
+-- say, or (a day written before files were recorded) as its parts and rejects say.
 SELECT CASE
     WHEN EXISTS (SELECT 1 FROM source_files WHERE ingest_date = :day)
     THEN (SELECT sum(events_read + rejected_lines) FROM source_files WHERE ingest_date = :day)
     ELSE (SELECT coalesce(sum(event_count), 0) FROM session_fragments
            WHERE fragment_date = :day)
+         + (SELECT coalesce(sum(s.event_count), 0) FROM sessions AS s
+             WHERE s.ingest_date = :day
+               AND NOT EXISTS (SELECT 1 FROM session_fragments AS f
+                               WHERE f.sensor = s.sensor AND f.session_id = s.session_id
+                                 AND f.fragment_date = :day))
          + (SELECT count(*) FROM rejected_events WHERE ingest_date = :day)
 END;
 
 -- name: day_session_summary
--- Sessions the day owns; fragments it holds; of those, the ones in a session spanning days, and
+-- Sessions the day owns; parts it holds; of those, the ones in a session spanning days, and
 -- the ones whose id has another session on a day not adjacent (a reused session id).
 SELECT
     (SELECT count(*) FROM w_merged WHERE ingest_date = :day) AS sessions_owned,

@@ -47,7 +47,19 @@ CREATE TEMP TABLE IF NOT EXISTS w_old_sessions (
     asn_number  INTEGER,
     PRIMARY KEY (sensor, session_id, ingest_date)
 );
-CREATE TEMP TABLE IF NOT EXISTS w_other_fragments (
+CREATE TEMP TABLE IF NOT EXISTS w_id_sessions (
+    sensor         TEXT NOT NULL,
+    session_id     TEXT NOT NULL,
+    ingest_date    TEXT NOT NULL,
+    src_ip         TEXT NOT NULL,
+    first_event_at TEXT NOT NULL,
+    last_event_at  TEXT NOT NULL,
+    event_count    INTEGER NOT NULL,
+    asn_number     INTEGER,
+    PRIMARY KEY (sensor, session_id, ingest_date)
+);
+-- from_session: the part is a sessions row without a fragment (a session of that day alone).
+CREATE TEMP TABLE IF NOT EXISTS w_other_parts (
     sensor         TEXT NOT NULL,
     session_id     TEXT NOT NULL,
     fragment_date  TEXT NOT NULL,
@@ -55,6 +67,7 @@ CREATE TEMP TABLE IF NOT EXISTS w_other_fragments (
     first_event_at TEXT NOT NULL,
     last_event_at  TEXT NOT NULL,
     event_count    INTEGER NOT NULL,
+    from_session   INTEGER NOT NULL,
     PRIMARY KEY (sensor, session_id, fragment_date)
 );
 CREATE TEMP TABLE IF NOT EXISTS w_merged (
@@ -93,7 +106,7 @@ CREATE TEMP TABLE IF NOT EXISTS w_lookups (
     enrichment        TEXT NOT NULL,
     cymru_status      TEXT
 );
--- The fragments of the touched sessions that have fragments on other days, each with the first
+-- The parts of the touched sessions that have parts on other days, each with the first
 -- day of its run of consecutive days: one session per run (DESIGN §1).
 CREATE TEMP TABLE IF NOT EXISTS w_islands (
     sensor         TEXT NOT NULL,
@@ -104,6 +117,7 @@ CREATE TEMP TABLE IF NOT EXISTS w_islands (
     last_event_at  TEXT NOT NULL,
     event_count    INTEGER NOT NULL,
     island_start   TEXT NOT NULL,
+    from_session   INTEGER NOT NULL,
     PRIMARY KEY (sensor, session_id, fragment_date)
 );
 -- The files a day's write read (asn_pipeline.cowrie.FileReport).
