@@ -76,9 +76,10 @@ def sqlite_database(workload: Workload, size: int) -> Database:
     """A SQLite run database whose template holds ``size`` history addresses."""
     template = workload.root / f"history-{size}-{_schema_key('sqlite')}.sqlite"
     complete = template.with_suffix(".complete")
-    if not complete.exists():
+    if not (complete.exists() and template.exists()):
         for old in workload.root.glob(f"history-{size}-*.sqlite"):
             old.unlink()
+            old.with_suffix(".complete").unlink(missing_ok=True)
         _load(f"sqlite:///{template}", workload, size)
         complete.touch()
     return Database("sqlite", f"sqlite:///{workload.root / 'run.sqlite'}", str(template))
