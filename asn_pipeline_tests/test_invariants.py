@@ -203,6 +203,7 @@ def test_session_spanning_midnight_is_one_row_owned_by_its_first_day(pipeline: P
     pipeline.run(second)  # the later day first: the session is only partly known
     partial = stored_sessions(pipeline).set_index("session_id").loc["overnight"]
     assert partial["ingest_date"] == second.isoformat() and partial["event_count"] == 3
+    assert pipeline.table("session_fragments").empty  # sessions of one day: their rows alone
 
     pipeline.run(first, second, first)
     sessions = stored_sessions(pipeline).set_index("session_id")
@@ -212,6 +213,10 @@ def test_session_spanning_midnight_is_one_row_owned_by_its_first_day(pipeline: P
     assert overnight["event_count"] == 6
     assert overnight["first_event_at"] == ts(first, 23, 59, 0)
     assert overnight["last_event_at"] == ts(first, 23, 59, 0) + dt.timedelta(seconds=100)
+    fragments = pipeline.table("session_fragments")
+    assert sorted(fragments["fragment_date"]) == [first.isoformat(), second.isoformat()]
+    assert set(fragments["session_id"]) == {"overnight"}
+    assert fragments["event_count"].sum() == 6
 
     stats = pipeline.table("asn_daily_stats").set_index("stat_date")
     assert stats.loc[first.isoformat(), "session_count"] == 1

@@ -180,6 +180,12 @@ def test_removing_the_middle_day_of_a_session_splits_it(pipeline: Pipeline, logs
     long = pipeline.table("sessions").set_index("session_id").loc[["long"]]
     assert long["ingest_date"].tolist() == [str(days[0]), str(days[2])]
     assert long["event_count"].tolist() == [1, 1]  # its second event was in the removed file
+    # Two sessions of one day each: their rows alone, no fragment left on the days around the
+    # removed one, and each part still names the run that read its day.
+    assert "long" not in set(pipeline.table("session_fragments")["session_id"])
+    parts = pipeline.table("session_parts").set_index("session_id").loc[["long"]]
+    files = pipeline.table("source_files").groupby("ingest_date")["ingested_by_run"].max()
+    assert parts["ingested_by_run"].tolist() == [files[str(days[0])], files[str(days[2])]]
 
 
 def test_counters_are_exact_after_materialising_cowrie_sessions_alone(
