@@ -119,6 +119,7 @@ CREATE TEMP TABLE IF NOT EXISTS w_islands (
     event_count    bigint NOT NULL,
     island_start   date NOT NULL,
     from_session   bigint NOT NULL,
+    island_days    bigint NOT NULL,
     PRIMARY KEY (sensor, session_id, fragment_date)
 );
 -- The files a day's write read (asn_pipeline.cowrie.FileReport).

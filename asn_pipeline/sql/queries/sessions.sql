@@ -53,33 +53,39 @@ WHERE s.ingest_date <> :day
 -- name: collect_islands
 -- Those ids' parts, the day's new ones included, each with the first day of its run of
 -- consecutive days (an "island"): one session is one island. A run starts where the previous
--- part of the id is not from the day before.
+-- part of the id is not from the day before. island_days: how many days its island holds.
 INSERT INTO w_islands
     (sensor, session_id, fragment_date, src_ip, first_event_at, last_event_at, event_count,
-     island_start, from_session)
+     island_start, from_session, island_days)
 SELECT sensor, session_id, fragment_date, src_ip, first_event_at, last_event_at, event_count,
-       max(CASE WHEN starts_run = 1 THEN fragment_date END) OVER (
-           PARTITION BY sensor, session_id ORDER BY fragment_date ROWS UNBOUNDED PRECEDING),
-       from_session
+       island_start, from_session,
+       count(*) OVER (PARTITION BY sensor, session_id, island_start)
 FROM (
-    SELECT f.*,
-           CASE WHEN julianday(f.fragment_date) - julianday(lag(f.fragment_date) OVER (
-                    PARTITION BY f.sensor, f.session_id ORDER BY f.fragment_date)) = 1
-                THEN 0 ELSE 1 END AS starts_run
+    SELECT sensor, session_id, fragment_date, src_ip, first_event_at, last_event_at, event_count,
+           max(CASE WHEN starts_run = 1 THEN fragment_date END) OVER (
+               PARTITION BY sensor, session_id ORDER BY fragment_date ROWS UNBOUNDED PRECEDING)
+               AS island_start,
+           from_session
     FROM (
-        SELECT sensor, session_id, fragment_date, src_ip, first_event_at, last_event_at,
-               event_count, from_session
-        FROM w_other_parts
-        UNION ALL
-        SELECT n.sensor, n.session_id, :day, n.src_ip, n.first_event_at, n.last_event_at,
-               n.event_count, 0
-        FROM w_fragments AS n
-        WHERE EXISTS (
-            SELECT 1 FROM w_other_parts AS o
-            WHERE o.sensor = n.sensor AND o.session_id = n.session_id
-        )
-    ) AS f
-) AS runs;
+        SELECT f.*,
+               CASE WHEN julianday(f.fragment_date) - julianday(lag(f.fragment_date) OVER (
+                        PARTITION BY f.sensor, f.session_id ORDER BY f.fragment_date)) = 1
+                    THEN 0 ELSE 1 END AS starts_run
+        FROM (
+            SELECT sensor, session_id, fragment_date, src_ip, first_event_at, last_event_at,
+                   event_count, from_session
+            FROM w_other_parts
+            UNION ALL
+            SELECT n.sensor, n.session_id, :day, n.src_ip, n.first_event_at, n.last_event_at,
+                   n.event_count, 0
+            FROM w_fragments AS n
+            WHERE EXISTS (
+                SELECT 1 FROM w_other_parts AS o
+                WHERE o.sensor = n.sensor AND o.session_id = n.session_id
+            )
+        ) AS f
+    ) AS runs
+) AS islands;
 
 -- name: collect_old_sessions
 -- The sessions this write may change, as they are before it: of the touched ids, those owned by
@@ -178,10 +184,7 @@ INSERT INTO session_fragments
 SELECT w.sensor, w.session_id, w.fragment_date, w.src_ip, w.first_event_at, w.last_event_at,
        w.event_count, :run_id
 FROM w_islands AS w
-WHERE w.fragment_date = :day
-  AND EXISTS (SELECT 1 FROM w_islands AS o
-              WHERE o.sensor = w.sensor AND o.session_id = w.session_id
-                AND o.island_start = w.island_start AND o.fragment_date <> :day);
+WHERE w.fragment_date = :day AND w.island_days > 1;
 
 -- name: insert_joined_fragments
 -- A neighbour day's session stored as its row alone that now spans days with this one: its part
@@ -193,10 +196,7 @@ SELECT w.sensor, w.session_id, w.fragment_date, w.src_ip, w.first_event_at, w.la
        w.event_count,
        (SELECT max(r.ingested_by_run) FROM source_files AS r WHERE r.ingest_date = w.fragment_date)
 FROM w_islands AS w
-WHERE w.from_session = 1
-  AND EXISTS (SELECT 1 FROM w_islands AS o
-              WHERE o.sensor = w.sensor AND o.session_id = w.session_id
-                AND o.island_start = w.island_start AND o.fragment_date <> w.fragment_date);
+WHERE w.from_session = 1 AND w.island_days > 1;
 
 -- name: delete_split_fragments
 -- ... and the other way: another day's part left alone (this day no longer holds its id, or a
@@ -207,11 +207,7 @@ DELETE FROM session_fragments
 WHERE (sensor, session_id, fragment_date) IN (
     SELECT w.sensor, w.session_id, w.fragment_date
     FROM w_islands AS w
-    WHERE w.from_session = 0 AND w.fragment_date <> :day
-      AND NOT EXISTS (SELECT 1 FROM w_islands AS o
-                      WHERE o.sensor = w.sensor AND o.session_id = w.session_id
-                        AND o.island_start = w.island_start
-                        AND o.fragment_date <> w.fragment_date)
+    WHERE w.from_session = 0 AND w.fragment_date <> :day AND w.island_days = 1
       AND EXISTS (SELECT 1 FROM source_files AS r WHERE r.ingest_date = w.fragment_date));
 
 -- name: delete_touched_sessions
@@ -296,11 +292,7 @@ END;
 SELECT
     (SELECT count(*) FROM w_merged WHERE ingest_date = :day) AS sessions_owned,
     (SELECT count(*) FROM w_fragments) AS fragments,
-    (SELECT count(*) FROM w_islands AS w
-      WHERE w.fragment_date = :day
-        AND EXISTS (SELECT 1 FROM w_islands AS o
-                    WHERE o.sensor = w.sensor AND o.session_id = w.session_id
-                      AND o.island_start = w.island_start AND o.fragment_date <> :day))
+    (SELECT count(*) FROM w_islands WHERE fragment_date = :day AND island_days > 1)
         AS sessions_spanning_days,
     (SELECT count(*) FROM w_islands AS w
       WHERE w.fragment_date = :day

@@ -118,6 +118,7 @@ CREATE TEMP TABLE IF NOT EXISTS w_islands (
     event_count    INTEGER NOT NULL,
     island_start   TEXT NOT NULL,
     from_session   INTEGER NOT NULL,
+    island_days    INTEGER NOT NULL,
     PRIMARY KEY (sensor, session_id, fragment_date)
 );
 -- The files a day's write read (asn_pipeline.cowrie.FileReport).
