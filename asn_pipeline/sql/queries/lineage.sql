@@ -97,22 +97,11 @@ SELECT s.sensor, s.session_id, s.ingest_date, s.src_ip, s.first_event_at, s.last
        f.first_event_at AS fragment_first_event_at, f.last_event_at AS fragment_last_event_at,
        f.ingested_by_run
 FROM sessions AS s
-JOIN (
-    SELECT fragment_date, event_count, first_event_at, last_event_at, ingested_by_run
-    FROM session_fragments
-    WHERE sensor = :sensor AND session_id = :session_id
-    UNION ALL
-    SELECT o.ingest_date, o.event_count, o.first_event_at, o.last_event_at,
-           (SELECT max(r.ingested_by_run) FROM source_files AS r
-             WHERE r.ingest_date = o.ingest_date)
-    FROM sessions AS o
-    WHERE o.sensor = :sensor AND o.session_id = :session_id
-      AND NOT EXISTS (SELECT 1 FROM session_fragments AS g
-                      WHERE g.sensor = o.sensor AND g.session_id = o.session_id
-                        AND g.fragment_date = o.ingest_date)
-) AS f
-  ON f.fragment_date >= s.ingest_date
+JOIN session_parts AS f
+  ON f.sensor = s.sensor AND f.session_id = s.session_id AND f.fragment_date >= s.ingest_date
 WHERE s.sensor = :sensor AND s.session_id = :session_id
+  -- the id again on the view, so that both databases search each of its two parts by key
+  AND f.sensor = :sensor AND f.session_id = :session_id
   AND NOT EXISTS (
       SELECT 1 FROM sessions AS n
       WHERE n.sensor = s.sensor AND n.session_id = s.session_id

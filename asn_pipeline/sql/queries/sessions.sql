@@ -276,13 +276,7 @@ ORDER BY logical_name;
 SELECT CASE
     WHEN EXISTS (SELECT 1 FROM source_files WHERE ingest_date = :day)
     THEN (SELECT sum(events_read + rejected_lines) FROM source_files WHERE ingest_date = :day)
-    ELSE (SELECT coalesce(sum(event_count), 0) FROM session_fragments
-           WHERE fragment_date = :day)
-         + (SELECT coalesce(sum(s.event_count), 0) FROM sessions AS s
-             WHERE s.ingest_date = :day
-               AND NOT EXISTS (SELECT 1 FROM session_fragments AS f
-                               WHERE f.sensor = s.sensor AND f.session_id = s.session_id
-                                 AND f.fragment_date = :day))
+    ELSE (SELECT coalesce(sum(event_count), 0) FROM session_parts WHERE fragment_date = :day)
          + (SELECT count(*) FROM rejected_events WHERE ingest_date = :day)
 END;
 
