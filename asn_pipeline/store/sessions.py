@@ -200,7 +200,8 @@ def write_day(conn: Connection, write: DayWrite) -> SessionsWritten:
         "collect_old_island_sessions",
     ):
         run(conn, "sessions", name, **params)
-    analyze(conn, "w_sessions", "w_id_sessions", "w_old_sessions", "w_other_parts", "w_islands")
+    # The sets the statements below read (w_sessions and w_id_sessions have no later reader).
+    analyze(conn, "w_old_sessions", "w_other_parts", "w_islands")
     for name in (
         "merge_single_day_sessions",
         "merge_island_sessions",
