@@ -185,11 +185,16 @@ class Inventory:
         if holder is None:
             self.on_wait(f"waiting for {name} (its holder just let it go)")
         else:
+            # pg_stat_activity may show the holder after its transaction ended (no xact_start).
+            started = (
+                f"transaction started {holder.xact_start:%Y-%m-%d %H:%M:%S %Z}"
+                if holder.xact_start is not None
+                else "its transaction just ended"
+            )
             self.on_wait(
                 f"waiting for {name}, held by PostgreSQL backend {holder.pid} "
                 f"({holder.application_name or 'no application name'}, client "
-                f"{holder.client_addr or 'local socket'}, transaction started "
-                f"{holder.xact_start:%Y-%m-%d %H:%M:%S %Z}, {holder.state})"
+                f"{holder.client_addr or 'local socket'}, {started}, {holder.state})"
             )
         started = time.monotonic()
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({args})", key)

@@ -159,10 +159,13 @@ def day_rows(write: DayWrite) -> DayRows:
 
 
 def write_day_rows(conn: Connection, write: DayWrite) -> None:
-    """Replace what belongs to the day alone: its source files and rejected lines. No writer of
-    another day writes these rows, so on PostgreSQL this runs under the day's lock before the
-    write lock (``Inventory.write``); ``write_day`` then writes the sessions under it. Raises
-    ``DayWouldShrink`` first if the day would lose lines (``check_shrinkage``)."""
+    """Replace what belongs to the day alone: its source files and rejected lines; note the
+    sessions the write touches (``w_sessions``); and on PostgreSQL insert the day's sessions
+    of its own, the ids no other day has (``w_early``). No writer of another day writes these
+    rows, so on PostgreSQL this runs under the day's lock before the write lock
+    (``Inventory.write``); ``write_day`` then writes the rest under it, after checking the
+    early sessions against what other writes committed meanwhile. Raises ``DayWouldShrink``
+    first if the day would lose lines (``check_shrinkage``)."""
     params = _params(write)
     if not write.allow_shrink:
         check_shrinkage(conn, write)
@@ -172,6 +175,14 @@ def write_day_rows(conn: Connection, write: DayWrite) -> None:
         bulk_insert(conn, "rejected_events", REJECT_COLUMNS, rows)
     # This write supersedes every day staged earlier for a later step to write.
     run(conn, "step_outputs", "forget_staged_days", day=write.day.isoformat())
+    # SQLite's one lock covers all of the write: nothing to gain from writing early there.
+    early = conn.dialect.name == "postgresql"
+    if early:
+        run(conn, "sessions", "collect_early_sessions", **params)
+        analyze(conn, "w_early")
+    run(conn, "sessions", "collect_touched_sessions", **params)
+    if early:
+        run(conn, "sessions", "insert_early_sessions", **params)
 
 
 def write_day(conn: Connection, write: DayWrite) -> SessionsWritten:
@@ -189,10 +200,21 @@ def write_day(conn: Connection, write: DayWrite) -> SessionsWritten:
     upserting the day's lookups in the same transaction (``store.inventory.upsert_lookups``),
     else the address's current ASN. Stale keys are queued; ``w_ips`` is left holding the
     addresses of the touched sessions.
+
+    On PostgreSQL the day's sessions whose id no other day had were inserted before the lock
+    (``write_day_rows``, ``w_early``); those whose id a write of another day has given a session
+    since are deleted and written here as the others are.
     """
     params = _params(write)
+    if conn.dialect.name == "postgresql":
+        for name in (
+            "collect_late_sessions",
+            "delete_late_sessions",
+            "touch_late_sessions",
+            "forget_late_sessions",
+        ):
+            run(conn, "sessions", name, **params)
     for name in (
-        "collect_touched_sessions",
         "collect_id_sessions",
         "collect_other_parts",
         "collect_islands",
@@ -215,6 +237,7 @@ def write_day(conn: Connection, write: DayWrite) -> SessionsWritten:
         "delete_touched_sessions",
         "insert_merged_sessions",
         "mark_days_of_merged_sessions",
+        "mark_day_of_early_sessions",
         "mark_days_of_first_date_changes",
         "mark_touched_ips",
     ):

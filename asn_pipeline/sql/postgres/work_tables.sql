@@ -81,6 +81,21 @@ CREATE TEMP TABLE IF NOT EXISTS w_merged (
     event_count    bigint NOT NULL,
     asn_number     bigint
 );
+-- The day's sessions written before the write lock (PostgreSQL; store.sessions.write_day_rows),
+-- and those of them whose id another write gave a session meanwhile (w_late).
+CREATE TEMP TABLE IF NOT EXISTS w_early (
+    sensor         text NOT NULL,
+    session_id     text NOT NULL,
+    src_ip         text NOT NULL,
+    first_event_at timestamptz NOT NULL,
+    last_event_at  timestamptz NOT NULL,
+    event_count    bigint NOT NULL,
+    asn_number     bigint
+);
+CREATE TEMP TABLE IF NOT EXISTS w_late (
+    sensor     text NOT NULL,
+    session_id text NOT NULL
+);
 CREATE TEMP TABLE IF NOT EXISTS w_snapshot (
     sensor      text NOT NULL,
     session_id  text NOT NULL,

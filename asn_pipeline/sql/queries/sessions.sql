@@ -8,14 +8,71 @@
 -- follows the day's sessions, not the size of the history. `w_x CROSS JOIN table WHERE ...` makes
 -- SQLite loop over the (small) work set and probe the table's index, whatever its statistics say.
 
+-- name: collect_early_sessions
+-- The day's sessions that are written before the write lock, under the day's (PostgreSQL): the
+-- new parts whose id has no session on any day, so no part anywhere else (a session of the day
+-- alone), whose address this write looks up (w_lookups gives the ASN snapshot) and whose ASN
+-- has a row already (new ASN rows are inserted under the lock). A write of a neighbouring day
+-- that commits a session of the same id meanwhile is found under the lock
+-- (collect_late_sessions). Nothing but this write of the day writes a row of these keys: a
+-- neighbour's write writes a session owned by this day only for an id with a part here.
+INSERT INTO w_early
+    (sensor, session_id, src_ip, first_event_at, last_event_at, event_count, asn_number)
+SELECT f.sensor, f.session_id, f.src_ip, f.first_event_at, f.last_event_at, f.event_count,
+       l.asn_number
+FROM w_fragments AS f
+JOIN w_lookups AS l ON l.ip_address = f.src_ip
+WHERE NOT EXISTS (
+          SELECT 1 FROM sessions AS s
+          WHERE s.sensor = f.sensor AND s.session_id = f.session_id)
+  AND (l.asn_number IS NULL
+       OR EXISTS (SELECT 1 FROM asn_inventory AS a WHERE a.asn_number = l.asn_number));
+
+-- name: insert_early_sessions
+-- In the order of sessions_day_ip, as insert_merged_sessions.
+INSERT INTO sessions
+    (sensor, session_id, src_ip, ingest_date, first_event_at, last_event_at, event_count,
+     asn_number)
+SELECT sensor, session_id, src_ip, :day, first_event_at, last_event_at, event_count, asn_number
+FROM w_early
+ORDER BY src_ip;
+
 -- name: collect_touched_sessions
--- Sessions the write touches: those with an old part on the day and those in the new parts.
+-- Sessions the write touches: those with an old part on the day and those in the new parts,
+-- but for the ones written early. Only a write of the day changes which ids have a part on it
+-- (a neighbour's write may turn its row into a fragment or back, never add or drop a part), so
+-- this is read under the day's lock.
 INSERT INTO w_sessions (sensor, session_id)
 SELECT sensor, session_id FROM session_fragments WHERE fragment_date = :day
 UNION
 SELECT sensor, session_id FROM sessions WHERE ingest_date = :day
 UNION
-SELECT sensor, session_id FROM w_fragments;
+SELECT sensor, session_id FROM w_fragments
+EXCEPT
+SELECT sensor, session_id FROM w_early;
+
+-- name: collect_late_sessions
+-- Under the write lock: the sessions written early whose id a write of another day has given a
+-- session since (committed while this one waited). They are written again as every other
+-- session of the day: their early rows deleted, their ids touched (their part is in
+-- w_fragments).
+INSERT INTO w_late (sensor, session_id)
+SELECT DISTINCT e.sensor, e.session_id
+FROM w_early AS e
+CROSS JOIN sessions AS s
+WHERE s.sensor = e.sensor AND s.session_id = e.session_id AND s.ingest_date <> :day;
+
+-- name: delete_late_sessions
+DELETE FROM sessions
+WHERE ingest_date = :day
+  AND (sensor, session_id) IN (SELECT sensor, session_id FROM w_late);
+
+-- name: touch_late_sessions
+INSERT INTO w_sessions (sensor, session_id)
+SELECT sensor, session_id FROM w_late;
+
+-- name: forget_late_sessions
+DELETE FROM w_early WHERE (sensor, session_id) IN (SELECT sensor, session_id FROM w_late);
 
 -- name: collect_id_sessions
 -- Every session of the touched ids: one probe per id. An id without one has no part on another
@@ -107,7 +164,7 @@ WHERE w.fragment_date = :previous_day
   AND s.sensor = w.sensor AND s.session_id = w.session_id AND s.ingest_date = w.island_start;
 
 -- name: merge_single_day_sessions
--- An id with no part on another day is one session: its part of this day. asn_number
+-- An id with no part on another day is one session: its part of this day (unless written early). asn_number
 -- snapshots the address's ASN: the one its lookup gives where the write upserts the day's
 -- lookups too (w_lookups, empty otherwise), else its current one (probed only then).
 INSERT INTO w_merged
@@ -119,9 +176,11 @@ SELECT f.sensor, f.session_id, f.src_ip, :day, f.first_event_at, f.last_event_at
 FROM w_fragments AS f
 LEFT JOIN w_lookups AS l ON l.ip_address = f.src_ip
 WHERE NOT EXISTS (
-    SELECT 1 FROM w_other_parts AS o
-    WHERE o.sensor = f.sensor AND o.session_id = f.session_id
-);
+          SELECT 1 FROM w_other_parts AS o
+          WHERE o.sensor = f.sensor AND o.session_id = f.session_id)
+  AND NOT EXISTS (
+          SELECT 1 FROM w_early AS e
+          WHERE e.sensor = f.sensor AND e.session_id = f.session_id);
 
 -- name: merge_island_sessions
 -- One session per island that holds the previous day, the day or the next day, from all of its
@@ -151,7 +210,9 @@ LEFT JOIN ip_inventory AS i ON i.ip_address = f.src_ip;
 INSERT INTO w_ips (ip_address)
 SELECT src_ip FROM w_old_sessions
 UNION
-SELECT src_ip FROM w_merged;
+SELECT src_ip FROM w_merged
+UNION
+SELECT src_ip FROM w_early;
 
 -- name: mark_days_of_old_sessions
 -- The daily statistics of the touched sessions' old owner days ...
@@ -166,11 +227,14 @@ SELECT DISTINCT ingest_date, asn_number FROM w_merged WHERE asn_number IS NOT NU
 ON CONFLICT DO NOTHING;
 
 -- name: remember_first_dates
+-- The touched addresses' first days before this write (its sessions written early left out).
 INSERT INTO w_first_dates (ip_address, first_date)
 SELECT s.src_ip, min(s.ingest_date)
 FROM w_ips AS i
 CROSS JOIN sessions AS s
-WHERE s.src_ip = i.ip_address
+LEFT JOIN w_early AS e
+  ON s.ingest_date = :day AND e.sensor = s.sensor AND e.session_id = s.session_id
+WHERE s.src_ip = i.ip_address AND e.sensor IS NULL
 GROUP BY s.src_ip;
 
 -- name: delete_day_fragments
@@ -226,6 +290,11 @@ SELECT sensor, session_id, src_ip, ingest_date, first_event_at, last_event_at, e
        asn_number
 FROM w_merged
 ORDER BY ingest_date, src_ip;
+
+-- name: mark_day_of_early_sessions
+INSERT INTO stale_days (stat_date, asn_number)
+SELECT DISTINCT :day, asn_number FROM w_early WHERE asn_number IS NOT NULL
+ON CONFLICT DO NOTHING;
 
 -- name: mark_days_of_first_date_changes
 -- new_ip_count of a day counts addresses first seen that day: when an address's first day moves
@@ -284,7 +353,8 @@ END;
 -- Sessions the day owns; parts it holds; of those, the ones in a session spanning days, and
 -- the ones whose id has another session on a day not adjacent (a reused session id).
 SELECT
-    (SELECT count(*) FROM w_merged WHERE ingest_date = :day) AS sessions_owned,
+    (SELECT count(*) FROM w_merged WHERE ingest_date = :day)
+        + (SELECT count(*) FROM w_early) AS sessions_owned,
     (SELECT count(*) FROM w_fragments) AS fragments,
     (SELECT count(*) FROM w_islands WHERE fragment_date = :day AND island_days > 1)
         AS sessions_spanning_days,

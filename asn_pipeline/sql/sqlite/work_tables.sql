@@ -80,6 +80,21 @@ CREATE TEMP TABLE IF NOT EXISTS w_merged (
     event_count    INTEGER NOT NULL,
     asn_number     INTEGER
 );
+-- The day's sessions written before the write lock (PostgreSQL; store.sessions.write_day_rows),
+-- and those of them whose id another write gave a session meanwhile (w_late).
+CREATE TEMP TABLE IF NOT EXISTS w_early (
+    sensor         TEXT NOT NULL,
+    session_id     TEXT NOT NULL,
+    src_ip         TEXT NOT NULL,
+    first_event_at TEXT NOT NULL,
+    last_event_at  TEXT NOT NULL,
+    event_count    INTEGER NOT NULL,
+    asn_number     INTEGER
+);
+CREATE TEMP TABLE IF NOT EXISTS w_late (
+    sensor     TEXT NOT NULL,
+    session_id TEXT NOT NULL
+);
 CREATE TEMP TABLE IF NOT EXISTS w_snapshot (
     sensor      TEXT NOT NULL,
     session_id  TEXT NOT NULL,
