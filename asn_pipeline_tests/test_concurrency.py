@@ -471,7 +471,9 @@ def test_sessions_written_before_the_write_lock_merge_with_a_neighbour_committed
 
     sessions = pipeline.table("sessions").set_index("session_id")
     midnight = sessions.loc[["midnight"]]
-    assert list(zip(midnight["ingest_date"], midnight["event_count"], strict=True)) == [(str(day), 4)]
+    assert list(zip(midnight["ingest_date"], midnight["event_count"], strict=True)) == [
+        (str(day), 4)
+    ]
     assert len(sessions) == len(oracle.sessions_from_files(logs.root))
     fragments = pipeline.table("session_fragments")
     assert sorted(zip(fragments["session_id"], fragments["fragment_date"], strict=True)) == [
