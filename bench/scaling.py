@@ -65,6 +65,7 @@ def main() -> int:
     rows = []
     for concurrency in (1, 2, 4):
         db.reset()
+        cpu_before = _cpu_times()
         started = time.perf_counter()
         pending = list(days)
         running: list[subprocess.Popen] = []
@@ -85,13 +86,14 @@ def main() -> int:
                     running.remove(process)
             time.sleep(0.05)
         seconds = time.perf_counter() - started
+        cores = _cores_busy(cpu_before, _cpu_times())
         events = DAYS * 2 * args.lines  # two sensor files per day (malformed lines included)
         held = sum(lock["held"] for lock in locks)
         waited = sum(lock["waited"] for lock in locks)
-        rows.append((concurrency, seconds, events / seconds, held, waited))
+        rows.append((concurrency, seconds, events / seconds, held, waited, cores))
         print(
             f"{concurrency} at a time: {seconds:.1f} s, {events / seconds:,.0f} lines/s, "
-            f"write lock held {held:.1f} s, waited for {waited:.1f} s"
+            f"write lock held {held:.1f} s, waited for {waited:.1f} s, {cores:.2f} cores busy"
         )
     db.drop()
     table = [
@@ -99,20 +101,38 @@ def main() -> int:
         "PostgreSQL; each partition one in-process Dagster run in its own process.",
         "",
         "The write lock: the time all runs' inventory writes held it (share of the wall time) "
-        "and waited for it, summed over the runs (``asn_pipeline.store.database.WRITE_LOCK``).",
+        "and waited for it, summed over the runs (``asn_pipeline.store.database.WRITE_LOCK``). "
+        f"Cores busy: the machine's CPU time over the wall time (/proc/stat, all processes, the "
+        f"PostgreSQL server's included), of {os.cpu_count()}.",
         "",
         "| runs at a time | wall (s) | lines/s | vs one at a time | lock held (s) | lock held, "
-        "share of wall | waited for the lock (s) |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "share of wall | waited for the lock (s) | cores busy |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     table += [
-        f"| {k} | {s:.1f} | {r:,.0f} | {r / rows[0][2]:.2f}× | {h:.1f} | {h / s:.0%} | {w:.1f} |"
-        for k, s, r, h, w in rows
+        f"| {k} | {s:.1f} | {r:,.0f} | {r / rows[0][2]:.2f}× | {h:.1f} | {h / s:.0%} | {w:.1f} "
+        f"| {c:.2f} |"
+        for k, s, r, h, w, c in rows
     ]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "scaling.md").write_text("\n".join(table) + "\n")
     print("\n".join(table))
     return 0
+
+
+def _cpu_times() -> tuple[int, int]:
+    """The machine's busy and total CPU time so far, in clock ticks (/proc/stat)."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    total = sum(fields[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
+def _cores_busy(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """How many cores were busy on average between two ``_cpu_times``."""
+    busy, total = after[0] - before[0], after[1] - before[1]
+    return busy / total * (os.cpu_count() or 1) if total else 0.0
 
 
 if __name__ == "__main__":

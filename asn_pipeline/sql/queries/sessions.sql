@@ -47,9 +47,10 @@ SELECT sensor, session_id FROM session_fragments WHERE fragment_date = :day
 UNION
 SELECT sensor, session_id FROM sessions WHERE ingest_date = :day
 UNION
-SELECT sensor, session_id FROM w_fragments
-EXCEPT
-SELECT sensor, session_id FROM w_early;
+SELECT f.sensor, f.session_id
+FROM w_fragments AS f
+WHERE NOT EXISTS (
+    SELECT 1 FROM w_early AS e WHERE e.sensor = f.sensor AND e.session_id = f.session_id);
 
 -- name: collect_late_sessions
 -- Under the write lock: the sessions written early whose id a write of another day has given a
@@ -227,15 +228,21 @@ SELECT DISTINCT ingest_date, asn_number FROM w_merged WHERE asn_number IS NOT NU
 ON CONFLICT DO NOTHING;
 
 -- name: remember_first_dates
--- The touched addresses' first days before this write (its sessions written early left out).
+-- The touched addresses' first days before this write: their sessions of other days, and their
+-- sessions the day owned before it, all of which are in w_old_sessions (its sessions written
+-- early are not).
 INSERT INTO w_first_dates (ip_address, first_date)
-SELECT s.src_ip, min(s.ingest_date)
-FROM w_ips AS i
-CROSS JOIN sessions AS s
-LEFT JOIN w_early AS e
-  ON s.ingest_date = :day AND e.sensor = s.sensor AND e.session_id = s.session_id
-WHERE s.src_ip = i.ip_address AND e.sensor IS NULL
-GROUP BY s.src_ip;
+SELECT src_ip, min(first_date)
+FROM (
+    SELECT s.src_ip, min(s.ingest_date) AS first_date
+    FROM w_ips AS i
+    CROSS JOIN sessions AS s
+    WHERE s.src_ip = i.ip_address AND s.ingest_date <> :day
+    GROUP BY s.src_ip
+    UNION ALL
+    SELECT src_ip, ingest_date FROM w_old_sessions WHERE ingest_date = :day
+) AS before_write
+GROUP BY src_ip;
 
 -- name: delete_day_fragments
 DELETE FROM session_fragments WHERE fragment_date = :day;
