@@ -102,7 +102,7 @@ def main() -> int:
         "",
         "The write lock: the time all runs' inventory writes held it (share of the wall time) "
         "and waited for it, summed over the runs (``asn_pipeline.store.database.WRITE_LOCK``). "
-        f"Cores busy: the machine's CPU time over the wall time (/proc/stat, all processes, the "
+        "Cores busy: the machine's CPU time over the wall time (/proc/stat, all processes, the "
         f"PostgreSQL server's included), of {os.cpu_count()}.",
         "",
         "| runs at a time | wall (s) | lines/s | vs one at a time | lock held (s) | lock held, "

@@ -1,8 +1,8 @@
 -- Per-connection scratch tables for one transaction's work sets; emptied at the start of each write.
--- The day-sized ones (w_fragments, w_early, w_sessions, w_merged, w_snapshot) have no key: keeping one
--- costs about a second per 400,000 rows, PostgreSQL scans them or joins them by hash, and their
--- rows are unique by construction (a duplicate fragment or session would still fail on the key
--- of the table it is written to).
+-- The day-sized ones (w_fragments, w_early, w_sessions, w_merged, w_snapshot) have no key:
+-- keeping one costs about a second per 400,000 rows, PostgreSQL scans them or joins them by hash,
+-- and their rows are unique by construction (a duplicate fragment or session would still fail on
+-- the key of the table it is written to).
 
 CREATE TEMP TABLE IF NOT EXISTS w_fragments (
     sensor         text NOT NULL,

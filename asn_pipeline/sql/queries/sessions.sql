@@ -165,9 +165,10 @@ WHERE w.fragment_date = :previous_day
   AND s.sensor = w.sensor AND s.session_id = w.session_id AND s.ingest_date = w.island_start;
 
 -- name: merge_single_day_sessions
--- An id with no part on another day is one session: its part of this day (unless written early). asn_number
--- snapshots the address's ASN: the one its lookup gives where the write upserts the day's
--- lookups too (w_lookups, empty otherwise), else its current one (probed only then).
+-- An id with no part on another day is one session: its part of this day (unless written
+-- early). asn_number snapshots the address's ASN: the one its lookup gives where the write
+-- upserts the day's lookups too (w_lookups, empty otherwise), else its current one (probed only
+-- then).
 INSERT INTO w_merged
     (sensor, session_id, src_ip, ingest_date, first_event_at, last_event_at, event_count,
      asn_number)
@@ -299,6 +300,7 @@ FROM w_merged
 ORDER BY ingest_date, src_ip;
 
 -- name: mark_day_of_early_sessions
+-- ... and of the day, for its sessions written early.
 INSERT INTO stale_days (stat_date, asn_number)
 SELECT DISTINCT :day, asn_number FROM w_early WHERE asn_number IS NOT NULL
 ON CONFLICT DO NOTHING;

@@ -1,7 +1,8 @@
 -- Per-connection scratch tables for one transaction's work sets; emptied at the start of each write.
--- The day-sized ones that are only scanned (w_fragments, w_early, w_sessions, w_merged, w_snapshot) have
--- no key: keeping one costs about a second per 400,000 rows, and their rows are unique by
--- construction (a duplicate would still fail on the key of the table they are written to).
+-- The day-sized ones that are only scanned (w_fragments, w_early, w_sessions, w_merged,
+-- w_snapshot) have no key: keeping one costs about a second per 400,000 rows, and their rows are
+-- unique by construction (a duplicate would still fail on the key of the table they are written
+-- to).
 
 CREATE TEMP TABLE IF NOT EXISTS w_fragments (
     sensor         TEXT NOT NULL,
