@@ -175,14 +175,20 @@ def write_day_rows(conn: Connection, write: DayWrite) -> None:
         bulk_insert(conn, "rejected_events", REJECT_COLUMNS, rows)
     # This write supersedes every day staged earlier for a later step to write.
     run(conn, "step_outputs", "forget_staged_days", day=write.day.isoformat())
-    # SQLite's one lock covers all of the write: nothing to gain from writing early there.
-    early = conn.dialect.name == "postgresql"
+    early = writes_early(conn)
     if early:
         run(conn, "sessions", "collect_early_sessions", **params)
         analyze(conn, "w_early")
     run(conn, "sessions", "collect_touched_sessions", **params)
     if early:
         run(conn, "sessions", "insert_early_sessions", **params)
+
+
+def writes_early(conn: Connection) -> bool:
+    """Whether a write of a day inserts its sessions of ids no other day has before the write
+    lock (``w_early``): on PostgreSQL. SQLite's one lock covers all of the write, so there is
+    nothing to gain there."""
+    return conn.dialect.name == "postgresql"
 
 
 def write_day(conn: Connection, write: DayWrite) -> SessionsWritten:
@@ -206,7 +212,7 @@ def write_day(conn: Connection, write: DayWrite) -> SessionsWritten:
     since are deleted and written here as the others are.
     """
     params = _params(write)
-    if conn.dialect.name == "postgresql":
+    if writes_early(conn):
         for name in (
             "collect_late_sessions",
             "delete_late_sessions",
