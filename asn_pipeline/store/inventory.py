@@ -113,9 +113,9 @@ def upsert_lookups(
         run(conn, "inventory", "upsert_asns", **params)
         sessions = None
         if day is not None:
-            sessions = write_day(conn, day)
-            # Its touched addresses are queued in stale_ips, which the next statement reads.
-            run(conn, "inventory", "forget_touched_ips")
+            # The addresses of the sessions it touched stay in w_ips, refreshed below with the
+            # looked-up ones: not queued in stale_ips only to be claimed back at once.
+            sessions = write_day(conn, day, queue_ips=False)
         run(conn, "inventory", "collect_touched_ips")
         analyze(conn, "w_ips")
         track_asn_changes(conn)

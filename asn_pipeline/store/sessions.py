@@ -191,7 +191,7 @@ def writes_early(conn: Connection) -> bool:
     return conn.dialect.name == "postgresql"
 
 
-def write_day(conn: Connection, write: DayWrite) -> SessionsWritten:
+def write_day(conn: Connection, write: DayWrite, *, queue_ips: bool = True) -> SessionsWritten:
     """Replace the day's sessions with its new parts (``w_fragments``) and re-merge the sessions
     they belong to, in the caller's write transaction, under the write lock.
 
@@ -205,7 +205,8 @@ def write_day(conn: Connection, write: DayWrite) -> SessionsWritten:
     written with its ASN snapshot: the ASN ``w_lookups`` gives its address where the caller is
     upserting the day's lookups in the same transaction (``store.inventory.upsert_lookups``),
     else the address's current ASN. Stale keys are queued; ``w_ips`` is left holding the
-    addresses of the touched sessions.
+    addresses of the touched sessions, which are queued in ``stale_ips`` too unless the caller
+    refreshes their counters from ``w_ips`` in the same transaction (``queue_ips=False``).
 
     On PostgreSQL the day's sessions whose id no other day had were inserted before the lock
     (``write_day_rows``, ``w_early``); those whose id a write of another day has given a session
@@ -245,9 +246,10 @@ def write_day(conn: Connection, write: DayWrite) -> SessionsWritten:
         "mark_days_of_merged_sessions",
         "mark_day_of_early_sessions",
         "mark_days_of_first_date_changes",
-        "mark_touched_ips",
     ):
         run(conn, "sessions", name, **params)
+    if queue_ips:
+        run(conn, "sessions", "mark_touched_ips")
     summary = run(conn, "sessions", "day_session_summary", **params).one()
     # A new day is missing from the planner's statistics, which then expects a few thousand
     # of its rows where there are hundreds of thousands and plans the following steps' joins

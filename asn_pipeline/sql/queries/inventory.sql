@@ -9,11 +9,13 @@ SELECT src_ip FROM session_fragments WHERE fragment_date BETWEEN :first_day AND 
 ORDER BY src_ip;
 
 -- name: collect_touched_ips
--- The addresses this write may change: the looked-up ones and any queued for a counter refresh.
+-- The addresses this write may change: the looked-up ones and any queued for a counter refresh,
+-- besides those of the sessions the day's write in the same transaction touched (already here).
 INSERT INTO w_ips (ip_address)
 SELECT ip_address FROM w_lookups
 UNION
-SELECT ip_address FROM stale_ips;
+SELECT ip_address FROM stale_ips WHERE true
+ON CONFLICT DO NOTHING;
 
 -- name: upsert_asns
 -- ASN rows first, so every current_asn written below already exists (referential integrity).
