@@ -7,7 +7,9 @@ from __future__ import annotations
 import datetime as dt
 
 import dagster as dg
+import pandas as pd
 import pytest
+import sqlalchemy as sa
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
@@ -19,6 +21,8 @@ from asn_pipeline.defs.inventory import checks as inventory
 from asn_pipeline.defs.statistics import checks as statistics
 from asn_pipeline.settings import ConfigurationError, check_thresholds
 from asn_pipeline.store import audit
+from asn_pipeline.store.audit import ADDRESS_COLUMNS as COLUMNS
+from asn_pipeline.store.database import query
 from asn_pipeline_tests.conftest import CowrieLogs, Pipeline
 from asn_pipeline_tests.test_invariants import BOGONS, DAYS, write_week
 
@@ -217,6 +221,42 @@ def test_asn_references_without_a_row_are_caught(week: Pipeline):
     assert found[inventory.NO_DANGLING_CURRENT_ASN]["examples"] == [MAPPED_IP]
     assert found[inventory.REFERENCED_ASNS]["dangling_current_asn"] == 1
     assert found[inventory.REFERENCED_ASNS]["dangling_session_asn"] == len(expected)
+
+
+def test_the_postgres_address_audit_finds_what_the_shared_one_finds(week: Pipeline):
+    """PostgreSQL's own form of the address audit (a probe per address) returns the rows of
+    the shared one, on each day and on the week, with every kind of finding in them."""
+    if week.backend != "postgres":
+        pytest.skip("the form is PostgreSQL's own")
+    week.run(*DAYS)
+    without_foreign_keys(week)
+    week.execute(
+        f"UPDATE ip_inventory SET session_count = session_count + 1, current_asn = 99999 "
+        f"WHERE ip_address = '{MAPPED_IP}'",
+        f"UPDATE sessions SET asn_number = 99998 WHERE session_id = 's00001' "
+        f"AND src_ip <> '{MAPPED_IP}'",
+        f"INSERT INTO stale_ips (ip_address) VALUES ('{MAPPED_IP}')",
+        # An address of the days' parts with a row and no sessions: the fragment's own.
+        f"UPDATE session_fragments SET src_ip = '45.10.9.9' WHERE src_ip = '{MAPPED_IP}'",
+        "INSERT INTO ip_inventory (ip_address, ip_version, ip_class, asn_source, "
+        "session_count, enriched_at) VALUES ('45.10.9.9', 4, 'global', 'none', 0, now())",
+    )
+    shared = query("audit", "day_address_audit")
+    own = query("audit", "day_address_audit", "postgresql")
+    assert own is not shared
+    engine = sa.create_engine(week.db_url)
+    try:
+        with engine.connect() as conn:
+            for first, last in [*((day, day) for day in DAYS), (DAYS[0], DAYS[-1])]:
+                days = {"first_day": first, "last_day": last}
+                expected = sorted(map(tuple, conn.execute(shared, days)))
+                assert sorted(map(tuple, conn.execute(own, days))) == expected
+    finally:
+        engine.dispose()
+    week_rows = pd.DataFrame(expected, columns=list(COLUMNS))
+    assert "45.10.9.9" in set(week_rows["ip_address"])
+    for finding in ("counters_differ", "queued", "asn_missing", "session_asns_missing"):
+        assert week_rows[finding].sum() > 0, finding
 
 
 def test_thresholds_warn_and_do_not_block(week: Pipeline, monkeypatch):
