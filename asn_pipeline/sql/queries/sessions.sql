@@ -231,19 +231,25 @@ ON CONFLICT DO NOTHING;
 -- name: remember_first_dates
 -- The touched addresses' first days before this write: their sessions of other days, and their
 -- sessions the day owned before it, all of which are in w_old_sessions (its sessions written
--- early are not).
+-- early are not). Only first days from the day on: a session owned by an earlier day keeps its
+-- day and its address (its island starts with a part this write does not change), so an address
+-- with a session before the day keeps its first day; only the day's and the next day's sessions
+-- come and go. Each address's sessions after the day are one index range, and whether it has one
+-- before the day is one probe.
 INSERT INTO w_first_dates (ip_address, first_date)
-SELECT src_ip, min(first_date)
+SELECT b.src_ip, min(b.first_date)
 FROM (
     SELECT s.src_ip, min(s.ingest_date) AS first_date
     FROM w_ips AS i
     CROSS JOIN sessions AS s
-    WHERE s.src_ip = i.ip_address AND s.ingest_date <> :day
+    WHERE s.src_ip = i.ip_address AND s.ingest_date > :day
     GROUP BY s.src_ip
     UNION ALL
     SELECT src_ip, ingest_date FROM w_old_sessions WHERE ingest_date = :day
-) AS before_write
-GROUP BY src_ip;
+) AS b
+WHERE NOT EXISTS (
+    SELECT 1 FROM sessions AS p WHERE p.src_ip = b.src_ip AND p.ingest_date < :day)
+GROUP BY b.src_ip;
 
 -- name: delete_day_fragments
 DELETE FROM session_fragments WHERE fragment_date = :day;
