@@ -24,8 +24,9 @@ LIMIT :examples;
 -- The same as one probe per address: the days' distinct addresses, each address's row, and the
 -- aggregate of its sessions in a LATERAL subquery (sessions_src_ip). Planned as joins, the shared
 -- form expected as many distinct addresses as the days' sessions and merged the whole of
--- ip_inventory and sessions in address order: 2.2 to 5.8 s for a day of 100,000 addresses in a
--- history of 1,000,000, against about 1 s for the probes (docs/performance.md).
+-- ip_inventory and sessions in address order. For a day of 100,000 addresses in a history of
+-- 1,000,000: 1.4-1.5 s against 1.2-1.3 s for the probes with warm caches, 5.8 s against 1.1 s
+-- on a cold copy (docs/checks.md).
 SELECT i.ip_address, i.ip_class, i.asn_source, i.current_asn, i.build_epoch,
        CASE WHEN i.session_count <> c.sessions
                  OR i.first_seen IS DISTINCT FROM c.first_seen
