@@ -384,9 +384,9 @@ def test_a_step_finds_the_inventory_current_without_waiting_for_a_writer(db_url)
     checker.dispose()
 
 
-def write_day_with_lookups(url: str, landing, asn_db, day, on_wait=None) -> None:
+def write_day_with_lookups(url: str, landing, asn_db, day, on_wait=None, settle=True) -> None:
     """What the inventory step does for ``day``: read its files, look its addresses up, and
-    write both in one transaction (``upsert_lookups`` with the day), settled."""
+    write both in one transaction (``upsert_lookups`` with the day), settled unless told."""
     from asn_pipeline.cowrie import files_for_day, parse_day
     from asn_pipeline.lookup.enrich import look_up
     from asn_pipeline.lookup.maxmind import MaxMindLookup
@@ -403,7 +403,7 @@ def write_day_with_lookups(url: str, landing, asn_db, day, on_wait=None) -> None
     maxmind.close()
     try:
         upsert_lookups(
-            inventory, lookups, f"run-{day}", dt.datetime.now(dt.UTC), day=write, settle=True
+            inventory, lookups, f"run-{day}", dt.datetime.now(dt.UTC), day=write, settle=settle
         )
     finally:
         parsed.close()
@@ -482,3 +482,65 @@ def test_sessions_written_before_the_write_lock_merge_with_a_neighbour_committed
     ]
     assert_exact(pipeline)
     holder.dispose()
+
+
+@pytest.mark.parametrize("meanwhile", ["queued again", "drained"])
+def test_statistics_computed_before_the_write_lock_give_way_to_a_write_committed_meanwhile(
+    pipeline: Pipeline, logs: CowrieLogs, mmdb_files, meanwhile
+):
+    """On PostgreSQL a drain computes the queued daily statistics before it takes the write lock
+    (``refresh_statistics``). A write that commits in between and changes what they say either
+    queues their key again, with a new generation, or drains it itself; under the lock the drain
+    keeps only what still stands, and the statistics come out exact either way."""
+    from asn_pipeline.cowrie import files_for_day, parse_day
+    from asn_pipeline.store.derived import compute_queued_statistics, drain_queues
+    from asn_pipeline.store.sessions import replace_day
+
+    if pipeline.backend != "postgres":
+        pytest.skip("SQLite computes them under its one lock: no write can commit in between")
+    earlier, later = DAYS[0], DAYS[2]
+    logs.session("sensor-a", "first-seen-later", "45.10.0.7", ts(later, 9))
+    logs.session("sensor-a", "known-later", "45.10.0.8", ts(later, 10))
+    logs.session("sensor-a", "known-earlier", "45.10.0.8", ts(earlier, 9))
+    logs.write()
+    pipeline.create_schema()
+    write_day_with_lookups(pipeline.db_url, logs.root, mmdb_files["asn"], later)
+    # The backfill of the earlier day brings both addresses there: the later day counts neither
+    # as new any more.
+    logs.session("sensor-b", "first-seen-earlier", "45.10.0.7", ts(earlier, 11))
+    logs.write()
+    inventory = Inventory(pipeline.db_url)
+    parsed = parse_day(files_for_day(logs.root, later).files, workers=1)
+    try:
+        replace_day(inventory, later, parsed, "run-again")  # queues the later day's keys
+        queued = pipeline.table("stale_days")
+        assert set(queued["stat_date"]) == {str(later)}
+
+        def compute_then_let_a_write_commit(conn: sa.Connection) -> None:
+            compute_queued_statistics(conn)
+            computed = conn.exec_driver_sql(
+                "SELECT sum(new_ip_count) FROM w_day_stats WHERE stat_date = %s", (later,)
+            ).scalar_one()
+            assert computed == 2  # both addresses new on the later day, as it stood
+            write_day_with_lookups(
+                pipeline.db_url,
+                logs.root,
+                mmdb_files["asn"],
+                earlier,
+                settle=meanwhile == "drained",
+            )
+            if meanwhile == "queued again":
+                again = pipeline.table("stale_days").set_index(["stat_date", "asn_number"])
+                before = queued.set_index(["stat_date", "asn_number"])["generation"]
+                assert (again["generation"].reindex(before.index) > before).all()
+            else:
+                assert pipeline.table("stale_days").empty
+
+        with inventory.write(compute_then_let_a_write_commit) as conn:
+            drain_queues(conn)
+    finally:
+        parsed.close()
+        inventory.dispose()
+    stats = pipeline.table("asn_daily_stats").set_index("stat_date")
+    assert stats.loc[[str(later)], "new_ip_count"].sum() == 0
+    assert_exact(pipeline)

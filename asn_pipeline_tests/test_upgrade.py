@@ -24,6 +24,8 @@ RELEASE = Path(__file__).parent / "fixtures" / "release_de8a6e0"
 DAYS = [dt.date(2026, 10, d) for d in (1, 2, 3, 4, 5, 6, 27)]
 REUSED = ("sensor-a", "feedface0001")
 KEPT_TABLES = ("session_fragments", "ip_inventory", "asn_inventory", "ip_asn_history")
+# Back to schema 5: stale_days without its generation (PostgreSQL drops the sequence with it).
+UNDO_006 = "ALTER TABLE stale_days DROP COLUMN generation"
 
 
 def load_release(db_url: str) -> None:
@@ -74,12 +76,12 @@ def test_an_inventory_of_the_first_release_upgrades_in_place(
 
     inventory = Inventory(release.db_url)
     try:
-        assert ensure_schema(inventory) == [2, 3, 4, 5]
+        assert ensure_schema(inventory) == [2, 3, 4, 5, 6]
     finally:
         inventory.dispose()
 
     applied = release.table("schema_migrations").sort_values("version")
-    assert applied["version"].tolist() == [1, 2, 3, 4, 5]
+    assert applied["version"].tolist() == [1, 2, 3, 4, 5, 6]
     for table in ("session_fragments", "ip_asn_history", "rejected_events"):
         pd.testing.assert_frame_equal(
             release.table(table)[before[table].columns], before[table], check_dtype=False
@@ -143,21 +145,22 @@ def test_an_inventory_of_the_previous_release_gains_step_outputs_and_keeps_every
 
     write_week(logs)
     pipeline.run(*WEEK[:-1])
-    # Schema 3: everything but 004's table, 005's view and their records.
+    # Schema 3: everything but 004's table, 005's view, 006's column and their records.
     pipeline.execute(
         "DROP VIEW session_parts",
         "DROP TABLE step_outputs",
+        UNDO_006,
         "DELETE FROM schema_migrations WHERE version >= 4",
     )
     inventory = Inventory(pipeline.db_url)
     try:
         before = table_checksums(inventory)
         schema._APPLIED_IN_PROCESS.discard(inventory.url)  # as a new process of the new release
-        assert ensure_schema(inventory) == [4, 5]
+        assert ensure_schema(inventory) == [4, 5, 6]
         assert table_checksums(inventory) == before
     finally:
         inventory.dispose()
-    assert pipeline.table("schema_migrations")["version"].tolist()[-2:] == [4, 5]
+    assert pipeline.table("schema_migrations")["version"].tolist()[-3:] == [4, 5, 6]
     assert pipeline.table("step_outputs").empty
     (result,) = pipeline.run(WEEK[-1])
     assert result.success
@@ -190,14 +193,15 @@ def test_an_inventory_of_the_previous_release_keeps_its_fragments_and_converges_
         "SELECT 1 FROM session_fragments AS f WHERE f.sensor = p.sensor"
         " AND f.session_id = p.session_id AND f.fragment_date = p.fragment_date)",
         "DROP VIEW session_parts",
-        "DELETE FROM schema_migrations WHERE version = 5",
+        UNDO_006,
+        "DELETE FROM schema_migrations WHERE version >= 5",
     )
     assert len(pipeline.table("session_fragments")) == len(parts)
     inventory = Inventory(pipeline.db_url)
     try:
         before = table_checksums(inventory)
         schema._APPLIED_IN_PROCESS.discard(inventory.url)  # as a new process of the new release
-        assert ensure_schema(inventory) == [5]
+        assert ensure_schema(inventory) == [5, 6]
         assert table_checksums(inventory) == before
     finally:
         inventory.dispose()
@@ -223,3 +227,45 @@ def test_an_inventory_of_the_previous_release_keeps_its_fragments_and_converges_
     kept = pipeline.table("session_fragments").groupby(["sensor", "session_id"]).size()
     assert kept.index.get_level_values("session_id").str.startswith("mid").all()
     assert (kept == 2).all() and len(kept) == 2 * (len(WEEK) - 1)
+
+
+def test_an_inventory_of_the_previous_release_keeps_its_queued_keys_with_a_generation_each(
+    pipeline: Pipeline, logs
+):
+    """Migration 006 from schema 5 (the release before it), with a week of data in it and
+    (day, ASN) keys queued that its drain had not reached: each gets a generation, and the
+    upgrade's drain writes their statistics as the sessions say."""
+    from asn_pipeline.store import schema
+    from asn_pipeline_tests.conftest import assert_exact
+    from asn_pipeline_tests.test_invariants import DAYS as WEEK
+    from asn_pipeline_tests.test_invariants import write_week
+
+    write_week(logs)
+    pipeline.run(*WEEK[:-1])
+    stats = pipeline.table("asn_daily_stats")
+    day, asn = stats.iloc[0]["stat_date"], int(stats.iloc[0]["asn_number"])
+    pipeline.execute(
+        UNDO_006,
+        "DELETE FROM schema_migrations WHERE version = 6",
+        # Queued as that release queued it, and a statistic it had not recomputed yet.
+        f"INSERT INTO stale_days (stat_date, asn_number) VALUES ('{day}', {asn})",
+        f"UPDATE asn_daily_stats SET new_ip_count = new_ip_count + 7 WHERE stat_date = '{day}'"
+        f" AND asn_number = {asn}",
+    )
+    assert "generation" not in pipeline.table("stale_days").columns
+    sessions_before = pipeline.table("sessions")
+    inventory = Inventory(pipeline.db_url)
+    try:
+        schema._APPLIED_IN_PROCESS.discard(inventory.url)  # as a new process of the new release
+        assert ensure_schema(inventory) == [6]
+    finally:
+        inventory.dispose()
+    assert pipeline.table("schema_migrations")["version"].tolist()[-1] == 6
+    assert list(pipeline.table("stale_days").columns) == ["stat_date", "asn_number", "generation"]
+    pd.testing.assert_frame_equal(pipeline.table("sessions"), sessions_before)
+    assert_exact(pipeline)  # the queued key drained, its statistic as the sessions say
+
+    # The next day, written by this release, meets the upgraded queue.
+    (result,) = pipeline.run(WEEK[-1])
+    assert result.success
+    assert_exact(pipeline)

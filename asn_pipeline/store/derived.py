@@ -74,9 +74,22 @@ def snapshot_session_asns(
 
 
 def refresh_statistics(inventory: Inventory) -> StatisticsWritten:
-    """Drain the queues in a write transaction of their own (``drain_queues``)."""
-    with inventory.write() as conn:
+    """Drain the queues in a write transaction of their own (``drain_queues``), the daily
+    statistics of the keys queued at its start computed before the write lock
+    (``compute_queued_statistics``)."""
+    with inventory.write(compute_queued_statistics) as conn:
         return drain_queues(conn)
+
+
+def compute_queued_statistics(conn: Connection) -> None:
+    """The daily statistics of every (day, ASN) queued in ``stale_days``, with the generation
+    that queued it, into ``w_day_stats``: on PostgreSQL before the write lock, while another
+    writer may hold it (``Inventory.write``'s ``stage``). ``drain_queues`` keeps what still
+    stands under the lock."""
+    run(conn, "derived", "take_stale_days")
+    analyze(conn, "w_days")
+    run(conn, "derived", "compute_day_stats")
+    run(conn, "derived", "mark_days_computed")
 
 
 def drain_queues(conn: Connection) -> StatisticsWritten:
@@ -98,9 +111,17 @@ def drain_queues(conn: Connection) -> StatisticsWritten:
         "refresh_asn_countries",
     ):
         run(conn, "derived", name)
-    days = run(conn, "derived", "claim_stale_days").rowcount
-    for name in ("release_stale_days", "delete_stale_day_stats", "insert_stale_day_stats"):
+    for name in (
+        "forget_outdated_day_stats",
+        "forget_outdated_days",
+        "claim_stale_days",
+        "release_stale_days",
+        "compute_day_stats",
+        "delete_stale_day_stats",
+        "insert_stale_day_stats",
+    ):
         run(conn, "derived", name)
+    days = run(conn, "derived", "claimed_days").scalar_one()
     dates = [_date(d) for d in run(conn, "derived", "claimed_dates").scalars()]
     return StatisticsWritten(asns, days, dates)
 

@@ -107,6 +107,16 @@ CREATE TEMP TABLE IF NOT EXISTS w_snapshot (
 CREATE TEMP TABLE IF NOT EXISTS w_days (
     stat_date  date NOT NULL,
     asn_number bigint NOT NULL,
+    generation bigint NOT NULL,
+    computed   integer NOT NULL,
+    PRIMARY KEY (stat_date, asn_number)
+);
+CREATE TEMP TABLE IF NOT EXISTS w_day_stats (
+    stat_date       date NOT NULL,
+    asn_number      bigint NOT NULL,
+    session_count   bigint NOT NULL,
+    unique_ip_count bigint NOT NULL,
+    new_ip_count    bigint NOT NULL,
     PRIMARY KEY (stat_date, asn_number)
 );
 CREATE TEMP TABLE IF NOT EXISTS w_lookups (

@@ -133,7 +133,7 @@ SELECT DISTINCT ingest_date, asn_number FROM (
     SELECT ingest_date, new_asn FROM w_snapshot
 ) AS changed
 WHERE asn_number IS NOT NULL
-ON CONFLICT DO NOTHING;
+ON CONFLICT (stat_date, asn_number) DO UPDATE SET generation = excluded.generation;
 
 -- name: collect_snapshot_changes
 -- The sessions of a day (or of the days of a range) whose asn_number differs from their
@@ -218,10 +218,42 @@ WHERE asn_number IN (
     SELECT asn_number FROM w_asn_deltas UNION SELECT asn_number FROM w_cymru_names
 );
 
--- name: claim_stale_days
-INSERT INTO w_days (stat_date, asn_number)
-SELECT stat_date, asn_number FROM stale_days WHERE true
+-- name: take_stale_days
+-- Before the write lock (PostgreSQL): the (day, ASN) keys queued now, each with the generation
+-- that queued it last, for compute_day_stats.
+INSERT INTO w_days (stat_date, asn_number, generation, computed)
+SELECT stat_date, asn_number, generation, 0 FROM stale_days WHERE true
 ON CONFLICT DO NOTHING;
+
+-- name: forget_outdated_day_stats
+-- Under the write lock, the statistics computed before it stand for the keys still queued with
+-- the same generation: a write that changed a key's sessions meanwhile queued it again, with a
+-- new generation, and a drain that wrote it meanwhile released it.
+DELETE FROM w_day_stats
+WHERE NOT EXISTS (
+    SELECT 1 FROM w_days AS w
+    CROSS JOIN stale_days AS q
+    WHERE w.stat_date = w_day_stats.stat_date AND w.asn_number = w_day_stats.asn_number
+      AND q.stat_date = w.stat_date AND q.asn_number = w.asn_number
+      AND q.generation = w.generation
+);
+
+-- name: forget_outdated_days
+DELETE FROM w_days
+WHERE NOT EXISTS (
+    SELECT 1 FROM stale_days AS q
+    WHERE q.stat_date = w_days.stat_date AND q.asn_number = w_days.asn_number
+      AND q.generation = w_days.generation
+);
+
+-- name: claim_stale_days
+-- Every key queued now; those computed before the lock are there already.
+INSERT INTO w_days (stat_date, asn_number, generation, computed)
+SELECT stat_date, asn_number, generation, 0 FROM stale_days WHERE true
+ON CONFLICT DO NOTHING;
+
+-- name: claimed_days
+SELECT count(*) FROM w_days;
 
 -- name: claimed_dates
 SELECT DISTINCT stat_date FROM w_days ORDER BY stat_date;
@@ -238,11 +270,12 @@ WHERE EXISTS (
 DELETE FROM asn_daily_stats
 WHERE (stat_date, asn_number) IN (SELECT stat_date, asn_number FROM w_days);
 
--- name: insert_stale_day_stats
--- What the sessions of that day say; an address is new on the first day it has a session.
--- Sessions are first counted per address, so the search for an earlier session runs once per
--- address, not once per session.
-INSERT INTO asn_daily_stats (stat_date, asn_number, session_count, unique_ip_count, new_ip_count)
+-- name: compute_day_stats
+-- The statistics of the claimed keys not computed yet, from what the sessions of that day say;
+-- an address is new on the first day it has a session. Sessions are first counted per address,
+-- so the search for an earlier session runs once per address, not once per session. A key whose
+-- day has no session of its ASN left gets no row.
+INSERT INTO w_day_stats (stat_date, asn_number, session_count, unique_ip_count, new_ip_count)
 SELECT a.ingest_date, a.asn_number, sum(a.sessions), count(*),
        sum(CASE WHEN NOT EXISTS (
                    SELECT 1 FROM sessions AS p
@@ -253,11 +286,18 @@ FROM (
     -- Each stale day's sessions are read once, by date (CROSS JOIN keeps that order on SQLite).
     FROM sessions AS s
     CROSS JOIN w_days AS w
-    WHERE s.ingest_date IN (SELECT stat_date FROM w_days)
-      AND w.stat_date = s.ingest_date AND w.asn_number = s.asn_number
+    WHERE s.ingest_date IN (SELECT stat_date FROM w_days WHERE computed = 0)
+      AND w.stat_date = s.ingest_date AND w.asn_number = s.asn_number AND w.computed = 0
     GROUP BY s.ingest_date, s.asn_number, s.src_ip
 ) AS a
 GROUP BY a.ingest_date, a.asn_number;
+
+-- name: mark_days_computed
+UPDATE w_days SET computed = 1 WHERE computed = 0;
+
+-- name: insert_stale_day_stats
+INSERT INTO asn_daily_stats (stat_date, asn_number, session_count, unique_ip_count, new_ip_count)
+SELECT stat_date, asn_number, session_count, unique_ip_count, new_ip_count FROM w_day_stats;
 
 -- name: day_statistics
 SELECT d.asn_number, a.organization_name, d.session_count, d.unique_ip_count, d.new_ip_count

@@ -193,7 +193,7 @@ INSERT INTO stale_days (stat_date, asn_number)
 SELECT ingest_date, asn_number FROM sessions WHERE asn_number IS NOT NULL
 UNION
 SELECT stat_date, asn_number FROM asn_daily_stats WHERE true
-ON CONFLICT DO NOTHING;
+ON CONFLICT (stat_date, asn_number) DO UPDATE SET generation = excluded.generation;
 
 -- name: repaired_ips
 SELECT

@@ -220,13 +220,13 @@ SELECT src_ip FROM w_early;
 -- The daily statistics of the touched sessions' old owner days ...
 INSERT INTO stale_days (stat_date, asn_number)
 SELECT DISTINCT ingest_date, asn_number FROM w_old_sessions WHERE asn_number IS NOT NULL
-ON CONFLICT DO NOTHING;
+ON CONFLICT (stat_date, asn_number) DO UPDATE SET generation = excluded.generation;
 
 -- name: mark_days_of_merged_sessions
 -- ... and of their new owner days.
 INSERT INTO stale_days (stat_date, asn_number)
 SELECT DISTINCT ingest_date, asn_number FROM w_merged WHERE asn_number IS NOT NULL
-ON CONFLICT DO NOTHING;
+ON CONFLICT (stat_date, asn_number) DO UPDATE SET generation = excluded.generation;
 
 -- name: remember_first_dates
 -- The touched addresses' first days before this write: their sessions of other days, and their
@@ -309,7 +309,7 @@ ORDER BY ingest_date, src_ip;
 -- ... and of the day, for its sessions written early.
 INSERT INTO stale_days (stat_date, asn_number)
 SELECT DISTINCT :day, asn_number FROM w_early WHERE asn_number IS NOT NULL
-ON CONFLICT DO NOTHING;
+ON CONFLICT (stat_date, asn_number) DO UPDATE SET generation = excluded.generation;
 
 -- name: mark_days_of_first_date_changes
 -- new_ip_count of a day counts addresses first seen that day: when an address's first day moves
@@ -326,7 +326,7 @@ JOIN (
 ) AS a ON a.src_ip = b.ip_address
 JOIN sessions AS s ON s.src_ip = b.ip_address AND s.ingest_date IN (b.first_date, a.first_date)
 WHERE a.first_date <> b.first_date AND s.asn_number IS NOT NULL
-ON CONFLICT DO NOTHING;
+ON CONFLICT (stat_date, asn_number) DO UPDATE SET generation = excluded.generation;
 
 -- name: mark_touched_ips
 INSERT INTO stale_ips (ip_address)

@@ -107,6 +107,16 @@ CREATE TEMP TABLE IF NOT EXISTS w_snapshot (
 CREATE TEMP TABLE IF NOT EXISTS w_days (
     stat_date  TEXT NOT NULL,
     asn_number INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    computed   INTEGER NOT NULL,
+    PRIMARY KEY (stat_date, asn_number)
+);
+CREATE TEMP TABLE IF NOT EXISTS w_day_stats (
+    stat_date       TEXT NOT NULL,
+    asn_number      INTEGER NOT NULL,
+    session_count   INTEGER NOT NULL,
+    unique_ip_count INTEGER NOT NULL,
+    new_ip_count    INTEGER NOT NULL,
     PRIMARY KEY (stat_date, asn_number)
 );
 CREATE TEMP TABLE IF NOT EXISTS w_lookups (
