@@ -86,7 +86,7 @@ def compute_queued_statistics(conn: Connection) -> None:
     that queued it, into ``w_day_stats``: on PostgreSQL before the write lock, while another
     writer may hold it (``Inventory.write``'s ``stage``). ``drain_queues`` keeps what still
     stands under the lock."""
-    run(conn, "derived", "take_stale_days")
+    run(conn, "derived", "claim_stale_days")
     analyze(conn, "w_days")
     run(conn, "derived", "compute_day_stats")
     run(conn, "derived", "mark_days_computed")

@@ -218,13 +218,6 @@ WHERE asn_number IN (
     SELECT asn_number FROM w_asn_deltas UNION SELECT asn_number FROM w_cymru_names
 );
 
--- name: take_stale_days
--- Before the write lock (PostgreSQL): the (day, ASN) keys queued now, each with the generation
--- that queued it last, for compute_day_stats.
-INSERT INTO w_days (stat_date, asn_number, generation, computed)
-SELECT stat_date, asn_number, generation, 0 FROM stale_days WHERE true
-ON CONFLICT DO NOTHING;
-
 -- name: forget_outdated_day_stats
 -- Under the write lock, the statistics computed before it stand for the keys still queued with
 -- the same generation: a write that changed a key's sessions meanwhile queued it again, with a
@@ -247,7 +240,9 @@ WHERE NOT EXISTS (
 );
 
 -- name: claim_stale_days
--- Every key queued now; those computed before the lock are there already.
+-- The (day, ASN) keys queued now, each with the generation that queued it last: before the write
+-- lock (compute_queued_statistics), and under it every key, where those computed before the lock
+-- and still standing are there already.
 INSERT INTO w_days (stat_date, asn_number, generation, computed)
 SELECT stat_date, asn_number, generation, 0 FROM stale_days WHERE true
 ON CONFLICT DO NOTHING;
