@@ -105,7 +105,6 @@ def upsert_lookups(
             stage_day(conn, day)
 
     with inventory.write(stage, day_rows(day) if day is not None else None) as conn:
-        addresses, new_addresses, asn_changes = run(conn, "inventory", "lookup_summary").one()
         new_asns = run(conn, "inventory", "new_asns").scalar_one()
         if cymru is not None:
             for *_, statement in _cymru_writes(cymru):
@@ -119,6 +118,7 @@ def upsert_lookups(
         run(conn, "inventory", "collect_touched_ips")
         analyze(conn, "w_ips")
         track_asn_changes(conn)
+        addresses, new_addresses, asn_changes = run(conn, "inventory", "lookup_summary").one()
         collect_ip_counters(conn)
         for name in ("upsert_ips", "record_asn_history"):
             run(conn, "inventory", name, **params)

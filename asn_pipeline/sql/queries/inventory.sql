@@ -151,13 +151,16 @@ ON CONFLICT (ip_address, asn_number, source) DO UPDATE SET
     build_epoch = excluded.build_epoch;
 
 -- name: lookup_summary
+-- The looked-up addresses, those new to ip_inventory and those whose ASN changes: against their
+-- rows before the write (w_ip_before, which capture_ip_before fills for every address in w_ips,
+-- the looked-up ones included), not by a probe of ip_inventory per address.
 SELECT
     count(*) AS addresses,
-    sum(CASE WHEN i.ip_address IS NULL THEN 1 ELSE 0 END) AS new_addresses,
-    sum(CASE WHEN i.current_asn IS DISTINCT FROM l.asn_number AND i.ip_address IS NOT NULL
+    sum(CASE WHEN b.ip_address IS NULL THEN 1 ELSE 0 END) AS new_addresses,
+    sum(CASE WHEN b.current_asn IS DISTINCT FROM l.asn_number AND b.ip_address IS NOT NULL
              THEN 1 ELSE 0 END) AS asn_changes
 FROM w_lookups AS l
-LEFT JOIN ip_inventory AS i ON i.ip_address = l.ip_address;
+LEFT JOIN w_ip_before AS b ON b.ip_address = l.ip_address;
 
 -- name: new_asns
 SELECT count(DISTINCT l.asn_number) AS new_asns
