@@ -359,6 +359,32 @@ def postgres_schemas(postgres_server) -> Iterator[Callable[[], str]]:
         yield lambda: stack.enter_context(fresh_schema(postgres_server))
 
 
+@contextlib.contextmanager
+def fresh_database(base_url: str) -> Iterator[str]:
+    """A new database on the test server, dropped afterwards (with its connections)."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    try:
+        yield sa.engine.make_url(base_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.dispose()
+
+
+@pytest.fixture
+def postgres_databases(postgres_server) -> Iterator[Callable[[], str]]:
+    """Makes fresh PostgreSQL databases (as URLs), all dropped after the test. PostgreSQL scopes
+    advisory locks to a database, not to a schema: a test that holds the write lock or a day's
+    lock and waits for its own writers within a time limit needs one, or the writers of tests
+    running beside it on other schemas, which wait for that lock while holding a day's lock,
+    hold its own writers up."""
+    with contextlib.ExitStack() as stack:
+        yield lambda: stack.enter_context(fresh_database(postgres_server))
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_url(request, tmp_path) -> str:
     """The inventory database: each test runs on SQLite and on PostgreSQL."""

@@ -72,6 +72,14 @@ def serial_snapshot(pipeline: Pipeline, monkeypatch, db_url: str, days) -> dict:
     return serial.snapshot()
 
 
+def own_database(pipeline: Pipeline, request, monkeypatch) -> Pipeline:
+    """The PostgreSQL pipeline on a database of its own (``postgres_databases``): for a test that
+    holds the write lock while its writers must reach it within a time limit."""
+    url = request.getfixturevalue("postgres_databases")()
+    monkeypatch.setenv("ASN_PIPELINE_DB_URL", url)
+    return Pipeline(url, pipeline.landing, pipeline.instance)
+
+
 def other_database(pipeline: Pipeline, request, tmp_path, name: str) -> str:
     if pipeline.backend == "postgres":
         return request.getfixturevalue("postgres_schemas")()
@@ -296,7 +304,7 @@ def test_a_dagster_instance_on_postgres_records_the_run(
 
 @pytest.mark.parametrize("part", ["stage", "day_rows"])
 def test_work_tables_and_a_days_own_rows_load_while_another_holds_the_lock_on_postgresql_only(
-    db_url, part
+    db_url, part, request
 ):
     """PostgreSQL: a second writer's ``stage`` (its work tables, the connection's own) and its
     ``day_rows`` (its day's fragments, files and rejected lines, under the day's lock) run while
@@ -304,6 +312,8 @@ def test_work_tables_and_a_days_own_rows_load_while_another_holds_the_lock_on_po
     lock comes with the transaction, so they wait too. Either way, WRITE_LOCK counts the wait."""
     from asn_pipeline.store.database import WRITE_LOCK
 
+    if db_url.startswith("postgresql"):
+        db_url = request.getfixturevalue("postgres_databases")()  # locks of its own
     holder, writer = Inventory(db_url), Inventory(db_url)
     ensure_schema(holder)
     reached, wrote = threading.Event(), threading.Event()
@@ -412,7 +422,7 @@ def write_day_with_lookups(url: str, landing, asn_db, day, on_wait=None, settle=
 
 @pytest.mark.parametrize("first", [0, 1])
 def test_sessions_written_before_the_write_lock_merge_with_a_neighbour_committed_meanwhile(
-    pipeline: Pipeline, logs: CowrieLogs, mmdb_files, first
+    pipeline: Pipeline, logs: CowrieLogs, mmdb_files, first, request, monkeypatch
 ):
     """PostgreSQL writes a day's sessions of ids no other day has before it takes the write
     lock. Two neighbouring days, each holding a part of one session spanning their midnight,
@@ -421,6 +431,7 @@ def test_sessions_written_before_the_write_lock_merge_with_a_neighbour_committed
     inventory the files say, exact, as written one after the other."""
     if pipeline.backend != "postgres":
         pytest.skip("SQLite has one lock for every write: nothing is written before it")
+    pipeline = own_database(pipeline, request, monkeypatch)
     earlier, day, after = DAYS[0], DAYS[3], DAYS[4]
     # The ASNs have rows before the two days (a new ASN's sessions are written under the lock).
     logs.session("sensor-a", "known", "45.10.0.9", ts(earlier, 9))
