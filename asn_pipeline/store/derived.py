@@ -112,8 +112,8 @@ def drain_queues(conn: Connection) -> StatisticsWritten:
     ):
         run(conn, "derived", name)
     for name in (
-        "forget_outdated_day_stats",
         "forget_outdated_days",
+        "forget_outdated_day_stats",
         "claim_stale_days",
         "release_stale_days",
         "compute_day_stats",

@@ -218,25 +218,23 @@ WHERE asn_number IN (
     SELECT asn_number FROM w_asn_deltas UNION SELECT asn_number FROM w_cymru_names
 );
 
--- name: forget_outdated_day_stats
+-- name: forget_outdated_days
 -- Under the write lock, the statistics computed before it stand for the keys still queued with
 -- the same generation: a write that changed a key's sessions meanwhile queued it again, with a
 -- new generation, and a drain that wrote it meanwhile released it.
-DELETE FROM w_day_stats
-WHERE NOT EXISTS (
-    SELECT 1 FROM w_days AS w
-    CROSS JOIN stale_days AS q
-    WHERE w.stat_date = w_day_stats.stat_date AND w.asn_number = w_day_stats.asn_number
-      AND q.stat_date = w.stat_date AND q.asn_number = w.asn_number
-      AND q.generation = w.generation
-);
-
--- name: forget_outdated_days
 DELETE FROM w_days
 WHERE NOT EXISTS (
     SELECT 1 FROM stale_days AS q
     WHERE q.stat_date = w_days.stat_date AND q.asn_number = w_days.asn_number
       AND q.generation = w_days.generation
+);
+
+-- name: forget_outdated_day_stats
+-- ... and their figures with them.
+DELETE FROM w_day_stats
+WHERE NOT EXISTS (
+    SELECT 1 FROM w_days AS w
+    WHERE w.stat_date = w_day_stats.stat_date AND w.asn_number = w_day_stats.asn_number
 );
 
 -- name: claim_stale_days
